@@ -1,0 +1,482 @@
+//! routes.toml: the raw serde shape, and its validation into the typed [`Config`] the
+//! server runs from.
+//!
+//! Parsing is strict (`deny_unknown_fields`) so a typo is an error, not a silently ignored
+//! key. Every error names the file, the line and column, and the key, and shows the
+//! offending line. Relative paths are relative to the routes file's directory.
+//!
+//! ```toml
+//! listen = "127.0.0.1:23080"           # default 127.0.0.1:23080; `--listen` overrides
+//!
+//! [controllers.echo]                   # optional: a named controller
+//! wasm = "../target/wasm32-wasip2/release/echo.wasm"
+//! build = "cargo build --release --target wasm32-wasip2 -p echo"   # optional
+//!
+//! [[route]]
+//! name = "echo"                        # default: the `match` pattern, or `*`
+//! match = "/echo/*"                    # default: every path
+//! protocols = ["chat"]                 # default: none required
+//! controller = "echo"                  # a [controllers.NAME], or a path to a .wasm file
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::pattern::PathPattern;
+
+/// The address wshost listens on when routes.toml and the command line name none.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:23080";
+
+/// A validated routes.toml.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The routes file itself (as given on the command line).
+    pub path: PathBuf,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Every controller some route uses, each file once.
+    pub controllers: Vec<ControllerSpec>,
+    /// Routes in file order; the first that accepts a request serves it.
+    pub routes: Vec<Route>,
+}
+
+/// One controller: a component file and, optionally, how to build it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerSpec {
+    /// The name used in logs: the `[controllers.NAME]` key, or the file stem.
+    pub name: String,
+    /// Absolute path of the `.wasm` component.
+    pub wasm: PathBuf,
+    /// Shell command run before loading, if any.
+    pub build: Option<BuildCommand>,
+}
+
+/// A shell command that produces a controller's `.wasm`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildCommand {
+    /// Run with `sh -c`.
+    pub command: String,
+    /// Working directory: the routes file's directory.
+    pub workdir: PathBuf,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Name for logs and the `route` attribute.
+    pub name: String,
+    /// Path pattern; `None` matches every path.
+    pub pattern: Option<PathPattern>,
+    /// Sub-protocols the route accepts; empty means "any or none, none chosen".
+    pub protocols: Vec<String>,
+    /// Index into [`Config::controllers`].
+    pub controller: usize,
+}
+
+/// A routes.toml that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read `{}`: {source}", path.display())]
+    Read {
+        /// The routes file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file was read but its content is wrong.
+    #[error("{}:{line}:{column}: {message}\n{snippet}", path.display())]
+    Invalid {
+        /// The routes file.
+        path: PathBuf,
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong, naming the key.
+        message: String,
+        /// The offending line with a caret under the column.
+        snippet: Snippet,
+    },
+}
+
+/// A source line with a caret, shown under a config error.
+#[derive(Debug, Clone)]
+pub struct Snippet {
+    line: usize,
+    text: String,
+    column: usize,
+}
+
+impl fmt::Display for Snippet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let gutter = self.line.to_string().len();
+        writeln!(f, "{} | {}", self.line, self.text)?;
+        write!(f, "{:gutter$} | {:>col$}", "", "^", col = self.column)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Spanned<String>>,
+    #[serde(default)]
+    controllers: BTreeMap<String, Spanned<RawController>>,
+    #[serde(default, rename = "route")]
+    routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawController {
+    wasm: Spanned<String>,
+    build: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: Option<String>,
+    #[serde(rename = "match")]
+    pattern: Option<Spanned<String>>,
+    protocols: Option<Spanned<Vec<String>>>,
+    controller: Spanned<String>,
+}
+
+impl Config {
+    /// Reads and validates the routes file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates `text` as the content of the routes file at `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let at = |span: Range<usize>, message: String| invalid(path, text, span.start, message);
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let start = e.span().map_or(0, |s| s.start);
+            invalid(path, text, start, toml_message(&e))
+        })?;
+        let base = absolute(path.parent().unwrap_or(Path::new(".")));
+
+        let listen = match &raw.listen {
+            None => DEFAULT_LISTEN.parse().expect("the default address parses"),
+            Some(l) => l.get_ref().parse().map_err(|e| {
+                at(
+                    l.span(),
+                    format!("`listen`: `{}` is not an `ip:port` address: {e}", l.get_ref()),
+                )
+            })?,
+        };
+
+        let mut named = BTreeMap::new();
+        let mut controllers: Vec<ControllerSpec> = Vec::new();
+        for (name, c) in &raw.controllers {
+            let wasm = resolve_wasm(&base, &c.get_ref().wasm).map_err(|m| {
+                at(c.get_ref().wasm.span(), format!("`controllers.{name}.wasm`: {m}"))
+            })?;
+            let build = c.get_ref().build.clone().map(|command| BuildCommand {
+                command,
+                workdir: base.clone(),
+            });
+            named.insert(name.clone(), intern(&mut controllers, name, wasm, build));
+        }
+
+        if raw.routes.is_empty() {
+            return Err(at(
+                0..0,
+                "no `[[route]]`: add at least one route with a `controller`".to_owned(),
+            ));
+        }
+        let mut routes = Vec::with_capacity(raw.routes.len());
+        for (i, r) in raw.routes.iter().enumerate() {
+            let r = r.get_ref();
+            let key = |k: &str| format!("`route[{i}].{k}`");
+            let pattern = match &r.pattern {
+                None => None,
+                Some(p) => Some(PathPattern::new(p.get_ref()).map_err(|e| {
+                    at(p.span(), format!("{}: bad pattern `{}`: {e}", key("match"), p.get_ref()))
+                })?),
+            };
+            let controller_ref = r.controller.get_ref();
+            let controller = match named.get(controller_ref) {
+                Some(&index) => index,
+                None if controller_ref.ends_with(".wasm") => {
+                    let wasm = resolve_wasm(&base, &r.controller)
+                        .map_err(|m| at(r.controller.span(), format!("{}: {m}", key("controller"))))?;
+                    let stem = wasm.file_stem().map_or_else(
+                        || controller_ref.clone(),
+                        |s| s.to_string_lossy().into_owned(),
+                    );
+                    intern(&mut controllers, &stem, wasm, None)
+                }
+                None => {
+                    return Err(at(
+                        r.controller.span(),
+                        format!(
+                            "{}: unknown controller `{controller_ref}`: define `[controllers.{controller_ref}]` or give a path ending in `.wasm`",
+                            key("controller")
+                        ),
+                    ));
+                }
+            };
+            let protocols = r.protocols.as_ref().map_or(&[][..], |p| p.get_ref());
+            if let Some(bad) = protocols.iter().find(|p| !is_token(p)) {
+                let span = r.protocols.as_ref().map_or(0..0, Spanned::span);
+                return Err(at(
+                    span,
+                    format!("{}: `{bad}` is not a valid sub-protocol token", key("protocols")),
+                ));
+            }
+            let name = r.name.clone().unwrap_or_else(|| {
+                r.pattern.as_ref().map_or_else(|| "*".to_owned(), |p| p.get_ref().clone())
+            });
+            routes.push(Route {
+                name,
+                pattern,
+                protocols: protocols.to_vec(),
+                controller,
+            });
+        }
+        // Keep only controllers that some route uses: an unused `[controllers.x]` is not
+        // loaded (but still validated above).
+        let used: Vec<usize> = (0..controllers.len())
+            .filter(|i| routes.iter().any(|r| r.controller == *i))
+            .collect();
+        let controllers_used = used.iter().map(|&i| controllers[i].clone()).collect();
+        for route in &mut routes {
+            route.controller = used.iter().position(|&i| i == route.controller).expect("used");
+        }
+
+        Ok(Self {
+            path: path.to_owned(),
+            listen,
+            controllers: controllers_used,
+            routes,
+        })
+    }
+}
+
+/// Adds a controller unless one with the same file exists; returns its index.
+fn intern(
+    controllers: &mut Vec<ControllerSpec>,
+    name: &str,
+    wasm: PathBuf,
+    build: Option<BuildCommand>,
+) -> usize {
+    if let Some(i) = controllers.iter().position(|c| c.wasm == wasm) {
+        if controllers[i].build.is_none() {
+            controllers[i].build = build;
+        }
+        return i;
+    }
+    controllers.push(ControllerSpec {
+        name: name.to_owned(),
+        wasm,
+        build,
+    });
+    controllers.len() - 1
+}
+
+fn resolve_wasm(base: &Path, value: &Spanned<String>) -> Result<PathBuf, String> {
+    let v = value.get_ref();
+    if v.is_empty() {
+        return Err("the path is empty".to_owned());
+    }
+    Ok(normalize(&base.join(v)))
+}
+
+/// Makes `path` absolute against the current directory without touching the file
+/// system beyond that (the file may not exist before its build command runs).
+fn absolute(path: &Path) -> PathBuf {
+    let joined = if path.is_absolute() {
+        path.to_owned()
+    } else {
+        std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join(path)
+    };
+    normalize(&joined)
+}
+
+/// Removes `.` and resolves `..` lexically, so two spellings of one file compare equal.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// RFC 7230 token characters, which RFC 6455 requires of sub-protocol names.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The message of a toml error, with the key path it was found under when the
+/// message itself does not name it.
+fn toml_message(e: &toml::de::Error) -> String {
+    let mut bare = e.clone();
+    bare.set_input(None);
+    // Without input, Display is "message\nin `a.b`\n".
+    let shown = bare.to_string();
+    let mut lines = shown.lines();
+    let message = lines.next().unwrap_or_default().to_owned();
+    match lines.next().and_then(|l| l.strip_prefix("in ")) {
+        Some(keys) => format!("{message} (in {keys})"),
+        None => message,
+    }
+}
+
+fn invalid(path: &Path, text: &str, offset: usize, message: String) -> ConfigError {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let line_text = text[line_start..].lines().next().unwrap_or_default().to_owned();
+    ConfigError::Invalid {
+        path: path.to_owned(),
+        line,
+        column,
+        message,
+        snippet: Snippet {
+            line,
+            text: line_text,
+            column,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/srv/app/routes.toml"), text)
+    }
+
+    fn error(text: &str) -> (usize, String) {
+        match parse(text).unwrap_err() {
+            ConfigError::Invalid { line, message, .. } => (line, message),
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn full_file_is_validated_into_typed_routes() {
+        let c = parse(
+            r#"
+listen = "127.0.0.1:9000"
+[controllers.echo]
+wasm = "build/echo.wasm"
+build = "make echo"
+[[route]]
+match = "/echo/*"
+controller = "echo"
+[[route]]
+name = "chat"
+match = "/chat/*"
+protocols = ["chat", "chat.v2"]
+controller = "./build/../build/chat.wasm"
+[[route]]
+controller = "build/echo.wasm"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.controllers.len(), 2, "echo.wasm named twice is one controller");
+        assert_eq!(c.controllers[0].name, "echo");
+        assert_eq!(c.controllers[0].wasm, PathBuf::from("/srv/app/build/echo.wasm"));
+        assert_eq!(
+            c.controllers[0].build.as_ref().unwrap().workdir,
+            PathBuf::from("/srv/app")
+        );
+        assert_eq!(c.controllers[1].name, "chat");
+        assert_eq!(c.controllers[1].wasm, PathBuf::from("/srv/app/build/chat.wasm"));
+        assert_eq!(c.routes[0].name, "/echo/*");
+        assert_eq!(c.routes[1].name, "chat");
+        assert_eq!(c.routes[1].protocols, ["chat", "chat.v2"]);
+        assert_eq!(c.routes[2].name, "*");
+        assert!(c.routes[2].pattern.is_none());
+        assert_eq!(c.routes[2].controller, c.routes[0].controller);
+    }
+
+    #[test]
+    fn default_listen_address() {
+        let c = parse("[[route]]\ncontroller = \"a.wasm\"\n").unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let (line, message) = error("[[route]]\ncontroller = \"a.wasm\"\ncolour = \"red\"\n");
+        assert_eq!(line, 3);
+        assert!(message.contains("unknown field `colour`"), "{message}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let (line, message) = error("listen = 5\n[[route]]\ncontroller = \"a.wasm\"\n");
+        assert_eq!(line, 1);
+        assert!(message.contains("listen"), "{message}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let (line, _) = error("[[route]]\ncontroller = \"a.wasm\nmatch = 1\n");
+        assert_eq!(line, 2);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let (line, message) = error("listen = \"nowhere\"\n[[route]]\ncontroller = \"a.wasm\"\n");
+        assert_eq!(line, 1);
+        assert!(message.contains("`listen`"), "{message}");
+
+        let (line, message) = error("[[route]]\nmatch = \"/[x\"\ncontroller = \"a.wasm\"\n");
+        assert_eq!(line, 2);
+        assert!(message.contains("`route[0].match`"), "{message}");
+
+        let (line, message) = error("[[route]]\nmatch = \"/x\"\ncontroller = \"nope\"\n");
+        assert_eq!(line, 3);
+        assert!(message.contains("`route[0].controller`"), "{message}");
+        assert!(message.contains("unknown controller `nope`"), "{message}");
+
+        let (_, message) = error("[[route]]\nprotocols = [\"a b\"]\ncontroller = \"a.wasm\"\n");
+        assert!(message.contains("`route[0].protocols`"), "{message}");
+    }
+
+    #[test]
+    fn missing_controller_key_and_no_routes_are_errors() {
+        let (_, message) = error("[[route]]\nmatch = \"/x\"\n");
+        assert!(message.contains("missing field `controller`"), "{message}");
+        let (_, message) = error("listen = \"127.0.0.1:1\"\n");
+        assert!(message.contains("no `[[route]]`"), "{message}");
+    }
+
+    #[test]
+    fn snippet_points_at_the_column() {
+        let e = parse("[[route]]\ncontroller = \"a.wasm\"\n  colour = 1\n").unwrap_err();
+        let shown = e.to_string();
+        assert!(shown.starts_with("/srv/app/routes.toml:3:3: "), "{shown}");
+        assert!(shown.ends_with("3 |   colour = 1\n  |   ^"), "{shown}");
+    }
+}

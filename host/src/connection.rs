@@ -1,0 +1,167 @@
+//! One upgraded client: turns socket traffic into controller events and drains the
+//! connection's outbound queue to the socket.
+//!
+//! The task never calls wasm. Reading and writing are independent branches of one
+//! `select!`: while the controller's event queue is full, the task stops reading the
+//! socket (TCP backpressure reaches the client) but keeps writing what the controller
+//! queued. The controller never waits for this task; if the outbound queue overflows,
+//! the slow-client policy closes the connection with 1008.
+//!
+//! Exactly one `Closed` event ends every connection that sent `Open`, carrying the code
+//! of the closing handshake: the peer's, the controller's, 1005 for a close frame
+//! without a code, 1006 for a connection that dropped without one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::controller::{
+    ConnectionInfo, ControllerHandle, Event, OUTBOUND_QUEUE_CAPACITY, Outbound, outbound_queue,
+};
+
+/// How long to wait for the peer's answer after sending a close frame.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Close code and reason used when the outbound queue overflows.
+const OVERFLOW_CLOSE: (u16, &str) = (1008, "outbound queue full");
+
+/// Serves one upgraded connection until it is closed, then reports `Closed`.
+pub async fn run<S>(ws: WebSocketStream<S>, info: Arc<ConnectionInfo>, controller: ControllerHandle)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let id = info.id;
+    let events = controller.events().clone();
+    let (handle, mut queue) = outbound_queue(OUTBOUND_QUEUE_CAPACITY);
+    let open = Event::Open {
+        info,
+        outbound: handle,
+        span: tracing::Span::current(),
+    };
+    if events.send(open).await.is_err() {
+        tracing::warn!("controller is gone; dropping connection");
+        return;
+    }
+    tracing::info!("open");
+
+    let (mut sink, mut stream) = ws.split();
+    // The code and reason to report: set by whichever side closes first.
+    let mut closed_with: Option<(u16, String)> = None;
+    // Set once we sent a close frame: how long we wait for the peer's.
+    let mut close_deadline: Option<Instant> = None;
+    // An event read from the socket that is waiting for room in the controller's queue.
+    let mut pending: Option<Event> = None;
+
+    loop {
+        tokio::select! {
+            permit = events.reserve(), if pending.is_some() => {
+                let Ok(permit) = permit else { break };
+                permit.send(pending.take().expect("guarded by is_some"));
+            }
+            incoming = stream.next(), if pending.is_none() => match incoming {
+                None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => break,
+                Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                    pending = Some(Event::Message { id, message });
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    // tungstenite queues the reply and sends it on the next poll.
+                    if closed_with.is_none() {
+                        closed_with = Some(match frame {
+                            Some(f) => (u16::from(f.code), f.reason.as_str().to_owned()),
+                            None => (1005, String::new()),
+                        });
+                    }
+                }
+                Some(Ok(_)) => {} // ping/pong are answered by tungstenite
+                Some(Err(error)) => {
+                    let (code, reason) = error_close_code(&error);
+                    tracing::info!(%error, code, "connection error");
+                    // Unbounded by the queue's capacity on purpose: these are the last
+                    // two events of this connection.
+                    let _ = events.send(Event::Error { id, error: error.to_string() }).await;
+                    if code != 1006 && closed_with.is_none() {
+                        let _ = tokio::time::timeout(
+                            CLOSE_TIMEOUT,
+                            sink.send(close_message(code, reason)),
+                        )
+                        .await;
+                    }
+                    closed_with.get_or_insert((code, reason.to_owned()));
+                    break;
+                }
+            },
+            out = queue.rx.recv(), if close_deadline.is_none() => match out {
+                Some(Outbound::Message(message)) => {
+                    if let Err(error) = sink.send(message).await {
+                        tracing::debug!(%error, "write failed");
+                        break;
+                    }
+                }
+                Some(Outbound::Close(code, reason)) => {
+                    let _ = sink.send(close_message(code, &reason)).await;
+                    closed_with.get_or_insert((code, reason));
+                    close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+                }
+                // The controller dropped its handle: it is shutting down.
+                None => {
+                    let _ = sink.send(close_message(1001, "controller stopped")).await;
+                    closed_with.get_or_insert((1001, "controller stopped".to_owned()));
+                    close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+                }
+            },
+            () = queue.overflow.notified(), if close_deadline.is_none() => {
+                let (code, reason) = OVERFLOW_CLOSE;
+                tracing::warn!("outbound queue full; closing the slow client");
+                let _ = sink.send(close_message(code, reason)).await;
+                closed_with.get_or_insert((code, reason.to_owned()));
+                close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+            }
+            () = sleep_until(close_deadline), if close_deadline.is_some() => {
+                tracing::debug!("peer did not answer our close frame in time");
+                break;
+            }
+        }
+    }
+
+    // A message that was waiting for queue room still precedes the close.
+    if let Some(event) = pending {
+        let _ = events.send(event).await;
+    }
+    let (code, reason) = closed_with.unwrap_or((1006, String::new()));
+    tracing::info!(code, reason, "closed");
+    let _ = events.send(Event::Closed { id, code, reason }).await;
+}
+
+fn close_message(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    }))
+}
+
+/// The close code and reason that describe a read error.
+fn error_close_code(error: &WsError) -> (u16, &'static str) {
+    match error {
+        WsError::Utf8(_) => (1007, "invalid UTF-8 in text message"),
+        WsError::Capacity(_) => (1009, "message too big"),
+        WsError::Protocol(
+            tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        )
+        | WsError::Io(_) => (1006, ""),
+        _ => (1002, "protocol error"),
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

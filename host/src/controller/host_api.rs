@@ -1,0 +1,151 @@
+//! The `host` interface as seen by guests: `send`, `close`, `broadcast`,
+//! `connections`, `info` and `log`.
+//!
+//! Every function here runs inside an export call on the controller's actor task, so it
+//! has the connection table to itself. None of them waits: sends go onto bounded
+//! outbound queues with `try_send`, and a full queue triggers the connection's
+//! slow-client policy instead of blocking the guest.
+
+use bytes::Bytes;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::actor::HostState;
+use super::bindings::{Host, LogLevel, SendError, TypesHost, WitConnectionInfo, WitMessage};
+use super::{ConnectionId, Outbound, QueueError};
+
+/// Longest close reason RFC 6455 allows (125-byte control payload minus the code).
+const MAX_CLOSE_REASON: usize = 123;
+
+impl TypesHost for HostState {}
+
+impl Host for HostState {
+    fn send(&mut self, conn: ConnectionId, msg: WitMessage) -> Result<(), SendError> {
+        let entry = self
+            .conns
+            .get(&conn)
+            .filter(|e| !e.closing)
+            .ok_or(SendError::NotOpen)?;
+        entry
+            .outbound
+            .push(Outbound::Message(to_ws(msg)))
+            .map_err(|e| match e {
+                QueueError::Closed => SendError::NotOpen,
+                QueueError::Full => SendError::QueueFull,
+            })
+    }
+
+    fn close(&mut self, conn: ConnectionId, code: u16, reason: String) {
+        let Some(entry) = self.conns.get_mut(&conn).filter(|e| !e.closing) else {
+            return;
+        };
+        let code = if is_sendable_close_code(code) {
+            code
+        } else {
+            tracing::warn!(
+                controller = %self.name,
+                code,
+                "controller asked to close with a code a server may not send; using 1000"
+            );
+            1000
+        };
+        entry.closing = true;
+        let reason = truncate_at_char_boundary(reason, MAX_CLOSE_REASON);
+        let _ = entry.outbound.push(Outbound::Close(code, reason));
+    }
+
+    fn broadcast(&mut self, msg: WitMessage, except: Option<ConnectionId>) -> u32 {
+        // One copy out of guest memory; each queue gets a reference-counted clone.
+        let message = to_ws(msg);
+        let mut queued = 0;
+        for (id, entry) in &self.conns {
+            if Some(*id) == except || entry.closing {
+                continue;
+            }
+            if entry
+                .outbound
+                .push(Outbound::Message(message.clone()))
+                .is_ok()
+            {
+                queued += 1;
+            }
+        }
+        queued
+    }
+
+    fn connections(&mut self) -> Vec<ConnectionId> {
+        self.conns
+            .iter()
+            .filter(|(_, e)| !e.closing)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn info(&mut self, conn: ConnectionId) -> Option<WitConnectionInfo> {
+        let info = &self.conns.get(&conn)?.info;
+        Some(WitConnectionInfo {
+            id: info.id,
+            path: info.path.clone(),
+            query: info.query.clone(),
+            protocol: info.protocol.clone(),
+            remote_addr: info.remote_addr.clone(),
+            headers: info.headers.clone(),
+            attributes: info.attributes.clone(),
+        })
+    }
+
+    fn log(&mut self, level: LogLevel, msg: String) {
+        let controller = &*self.name;
+        match level {
+            LogLevel::Trace => tracing::trace!(controller, "{msg}"),
+            LogLevel::Debug => tracing::debug!(controller, "{msg}"),
+            LogLevel::Info => tracing::info!(controller, "{msg}"),
+            LogLevel::Warn => tracing::warn!(controller, "{msg}"),
+            LogLevel::Error => tracing::error!(controller, "{msg}"),
+        }
+    }
+}
+
+/// Converts a guest message without copying its bytes again.
+fn to_ws(msg: WitMessage) -> Message {
+    match msg {
+        WitMessage::Text(text) => Message::Text(text.into()),
+        WitMessage::Binary(data) => Message::Binary(Bytes::from(data)),
+    }
+}
+
+/// Close codes an endpoint may put on the wire (RFC 6455 §7.4, IANA registry).
+fn is_sendable_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+fn truncate_at_char_boundary(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let cut = (0..=max).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+        s.truncate(cut);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_wire_codes_are_sendable() {
+        for ok in [1000, 1001, 1003, 1007, 1011, 1014, 3000, 4999] {
+            assert!(is_sendable_close_code(ok), "{ok}");
+        }
+        for bad in [0, 999, 1004, 1005, 1006, 1015, 2000, 2999, 5000] {
+            assert!(!is_sendable_close_code(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reasons_are_cut_at_a_character_boundary() {
+        assert_eq!(truncate_at_char_boundary("short".into(), 123), "short");
+        let long = "é".repeat(100); // 200 bytes
+        let cut = truncate_at_char_boundary(long, 123);
+        assert_eq!(cut.len(), 122);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
+}

@@ -1,0 +1,112 @@
+//! Guest stdout and stderr, turned into log lines tagged with the controller's name.
+//!
+//! WASI output streams write bytes in arbitrary chunks; this writer buffers them until a
+//! newline (or 4 KiB without one) and emits one tracing event per line, so a guest's
+//! `println!` or `print()` reads like any other log line.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+
+/// Longest line buffered before it is logged anyway.
+const MAX_LINE: usize = 4096;
+
+/// Which guest stream a [`GuestOutput`] captures.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A WASI stdout/stderr that writes to the host's log.
+#[derive(Clone)]
+pub(crate) struct GuestOutput {
+    controller: Arc<str>,
+    stream: Stream,
+}
+
+impl GuestOutput {
+    pub(crate) fn new(controller: Arc<str>, stream: Stream) -> Self {
+        Self { controller, stream }
+    }
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(LineWriter {
+            out: self.clone(),
+            buf: Vec::new(),
+        })
+    }
+}
+
+struct LineWriter {
+    out: GuestOutput,
+    buf: Vec<u8>,
+}
+
+impl LineWriter {
+    fn emit(&self, line: &[u8]) {
+        let line = String::from_utf8_lossy(line);
+        let line = line.trim_end_matches('\r');
+        let controller = &*self.out.controller;
+        match self.out.stream {
+            Stream::Stdout => tracing::info!(controller, stream = "stdout", "{line}"),
+            Stream::Stderr => tracing::warn!(controller, stream = "stderr", "{line}"),
+        }
+    }
+
+    fn flush_lines(&mut self) {
+        while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+            let rest = self.buf.split_off(end + 1);
+            let line = std::mem::replace(&mut self.buf, rest);
+            self.emit(&line[..end]);
+        }
+        if self.buf.len() >= MAX_LINE {
+            let line = std::mem::take(&mut self.buf);
+            self.emit(&line);
+        }
+    }
+}
+
+impl AsyncWrite for LineWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.buf.extend_from_slice(data);
+        self.flush_lines();
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.buf.is_empty() {
+            let line = std::mem::take(&mut self.buf);
+            self.emit(&line);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            self.emit(&self.buf);
+        }
+    }
+}

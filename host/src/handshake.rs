@@ -1,0 +1,377 @@
+//! The HTTP side of a connection: read the upgrade request, check it, pick the route,
+//! and answer either `101 Switching Protocols` or a real HTTP error with a short body.
+//!
+//! wshost parses the request itself (with `httparse`) instead of letting tungstenite do
+//! it, because tungstenite answers a malformed upgrade by closing the socket, and
+//! because filters (later) must be able to await before the upgrade. After the 101,
+//! tungstenite takes the socket over, together with any bytes the client already sent
+//! past the request.
+//!
+//! Checks, in order, each with its status: unknown path → 404; method not GET → 405;
+//! no `Upgrade: websocket` → 426; `Sec-WebSocket-Version` not 13 → 426; missing
+//! `Connection: upgrade` or a bad `Sec-WebSocket-Key` → 400; no route accepts the
+//! offered sub-protocols → 400. A request head over [`MAX_HEAD`] bytes gets 431.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use crate::config::Route;
+use crate::routing::{self, NoRoute, Selected};
+
+/// Largest request head (request line + headers) accepted, like the seed's 16 KiB.
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// Most header lines accepted.
+const MAX_HEADERS: usize = 128;
+
+/// How long a client has to send its complete request head.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A parsed upgrade request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// e.g. `GET`.
+    pub method: String,
+    /// Path without the query.
+    pub path: String,
+    /// Query string without `?`.
+    pub query: String,
+    /// Minor HTTP version (1 for HTTP/1.1).
+    pub minor_version: u8,
+    /// Headers in order, names lower-cased.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    /// The first value of header `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every comma-separated item of every `name` header, trimmed, empty items skipped.
+    pub fn header_items<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .flat_map(|(_, v)| v.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    }
+
+    fn has_token(&self, name: &str, token: &str) -> bool {
+        self.header_items(name).any(|v| v.eq_ignore_ascii_case(token))
+    }
+}
+
+/// An HTTP answer that ends the request instead of upgrading it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status} {body}")]
+pub struct Rejection {
+    /// HTTP status code.
+    pub status: u16,
+    /// Extra response headers.
+    pub headers: Vec<(String, String)>,
+    /// A short plain-text body saying why.
+    pub body: String,
+}
+
+impl Rejection {
+    /// A rejection with no extra headers.
+    pub fn new(status: u16, body: impl Into<String>) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_owned(), value.into()));
+        self
+    }
+
+    fn upgrade_required(body: &str) -> Self {
+        Self::new(426, body).with_header("Sec-WebSocket-Version", "13")
+    }
+}
+
+/// A request that passed every check.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// The route chosen.
+    pub selected: Selected,
+    /// `Sec-WebSocket-Accept` for the 101.
+    pub accept_key: String,
+}
+
+/// Reads a request head. Returns the request and the bytes read past it, `Ok(None)`
+/// when the peer closed before sending a complete head, or a rejection for a head that
+/// is malformed (400) or too large (431).
+pub async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<Option<(Request, Vec<u8>)>, Rejection> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| Rejection::new(400, format!("cannot read request: {e}")))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => return Err(too_large()),
+            Ok(httparse::Status::Complete(len)) => {
+                let request = to_request(&parsed)?;
+                return Ok(Some((request, buf.split_off(len))));
+            }
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                return Err(too_large());
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(httparse::Error::TooManyHeaders) => return Err(too_large()),
+            Err(e) => return Err(Rejection::new(400, format!("malformed HTTP request: {e}"))),
+        }
+    }
+}
+
+fn too_large() -> Rejection {
+    Rejection::new(
+        431,
+        format!("request header fields too large (limit {MAX_HEAD} bytes)"),
+    )
+}
+
+fn to_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, Rejection> {
+    let target = parsed.path.unwrap_or("/");
+    // Absolute-form targets (`GET http://host/path`) come from some proxies.
+    let origin_form = match target.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => target,
+    };
+    let (path, query) = origin_form.split_once('?').unwrap_or((origin_form, ""));
+    let mut headers = Vec::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let value = std::str::from_utf8(h.value).map_err(|_| {
+            Rejection::new(400, format!("header `{}` is not valid UTF-8", h.name))
+        })?;
+        headers.push((h.name.to_ascii_lowercase(), value.to_owned()));
+    }
+    Ok(Request {
+        method: parsed.method.unwrap_or_default().to_owned(),
+        path: path.to_owned(),
+        query: query.to_owned(),
+        minor_version: parsed.version.unwrap_or(0),
+        headers,
+    })
+}
+
+/// Checks `request` as a WebSocket upgrade and routes it.
+pub fn accept(request: &Request, routes: &[Route]) -> Result<Accepted, Rejection> {
+    let offered: Vec<&str> = request.header_items("sec-websocket-protocol").collect();
+    let selected = routing::select(routes, &request.path, &offered);
+    if selected == Err(NoRoute::Path) {
+        return Err(Rejection::new(404, format!("no route for `{}`", request.path)));
+    }
+    if request.method != "GET" {
+        return Err(Rejection::new(
+            405,
+            format!("method `{}` not allowed; a WebSocket upgrade is a GET", request.method),
+        )
+        .with_header("Allow", "GET"));
+    }
+    if !request.has_token("upgrade", "websocket") {
+        return Err(Rejection::upgrade_required(
+            "this is a WebSocket endpoint: send `Upgrade: websocket`",
+        ));
+    }
+    if request.header("sec-websocket-version").map(str::trim) != Some("13") {
+        return Err(Rejection::upgrade_required(
+            "unsupported WebSocket version; this server speaks version 13",
+        ));
+    }
+    if request.minor_version < 1 {
+        return Err(Rejection::new(400, "a WebSocket upgrade needs HTTP/1.1"));
+    }
+    if !request.has_token("connection", "upgrade") {
+        return Err(Rejection::new(400, "missing `Connection: upgrade`"));
+    }
+    let key = request.header("sec-websocket-key").map(str::trim);
+    let Some(key) = key.filter(|k| is_valid_key(k)) else {
+        return Err(Rejection::new(
+            400,
+            "missing or invalid `Sec-WebSocket-Key` (must be 16 bytes in base64)",
+        ));
+    };
+    let selected = selected.map_err(|no_route| match no_route {
+        NoRoute::Protocol(wanted) => Rejection::new(
+            400,
+            format!(
+                "no supported sub-protocol offered; this path accepts: {}",
+                wanted.join(", ")
+            ),
+        ),
+        NoRoute::Path => unreachable!("handled above"),
+    })?;
+    Ok(Accepted {
+        selected,
+        accept_key: derive_accept_key(key.as_bytes()),
+    })
+}
+
+/// A key is the base64 encoding of 16 bytes: 22 characters and `==`, the last
+/// character carrying only 2 bits of data.
+fn is_valid_key(key: &str) -> bool {
+    let b = key.as_bytes();
+    b.len() == 24
+        && b[22..] == *b"=="
+        && b[..22]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+        && matches!(b[21], b'A' | b'Q' | b'g' | b'w')
+}
+
+/// Writes an error response and shuts the write side down.
+pub async fn reject<S: AsyncWrite + Unpin>(stream: &mut S, rejection: &Rejection) {
+    let body = format!("{}\n", rejection.body);
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
+        rejection.status,
+        reason_phrase(rejection.status),
+        body.len()
+    );
+    for (name, value) in &rejection.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    head.push_str(&body);
+    // The peer may already be gone; there is nobody left to tell.
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Writes the `101 Switching Protocols` response.
+pub async fn switch<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    accepted: &Accepted,
+) -> std::io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
+        accepted.accept_key
+    );
+    if let Some(protocol) = &accepted.selected.protocol {
+        head.push_str(&format!("Sec-WebSocket-Protocol: {protocol}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    stream.flush().await
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pattern::PathPattern;
+
+    fn request(raw: &str) -> Request {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        assert!(parsed.parse(raw.as_bytes()).unwrap().is_complete());
+        to_request(&parsed).unwrap()
+    }
+
+    fn routes() -> Vec<Route> {
+        vec![Route {
+            name: "chat".to_owned(),
+            pattern: Some(PathPattern::new("/chat/*").unwrap()),
+            protocols: vec!["chat".to_owned()],
+            controller: 0,
+        }]
+    }
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn upgrade(path: &str, extra: &str) -> String {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n{extra}\r\n"
+        )
+    }
+
+    #[test]
+    fn rfc_example_key_gets_the_rfc_accept_value() {
+        let r = request(&upgrade("/chat/a?x=1", "Sec-WebSocket-Protocol: other, chat\r\n"));
+        assert_eq!((r.path.as_str(), r.query.as_str()), ("/chat/a", "x=1"));
+        let a = accept(&r, &routes()).unwrap();
+        assert_eq!(a.accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(a.selected.protocol.as_deref(), Some("chat"));
+    }
+
+    #[test]
+    fn each_check_has_its_status() {
+        let status = |raw: String| accept(&request(&raw), &routes()).unwrap_err().status;
+        assert_eq!(status(upgrade("/nope", "")), 404);
+        assert_eq!(status(upgrade("/chat/a", "").replacen("GET", "POST", 1)), 405);
+        assert_eq!(status(upgrade("/chat/a", "").replace("Upgrade: websocket\r\n", "")), 426);
+        assert_eq!(status(upgrade("/chat/a", "").replace("Version: 13", "Version: 8")), 426);
+        assert_eq!(status(upgrade("/chat/a", "").replace(KEY, "short")), 400);
+        assert_eq!(status(upgrade("/chat/a", "").replace("keep-alive, Upgrade", "close")), 400);
+        assert_eq!(status(upgrade("/chat/a", "Sec-WebSocket-Protocol: x\r\n")), 400);
+        assert_eq!(status(upgrade("/chat/a", "").replace("HTTP/1.1", "HTTP/1.0")), 400);
+    }
+
+    #[test]
+    fn absolute_form_targets_are_reduced_to_the_path() {
+        let r = request(&upgrade("http://example.com/chat/x?q", ""));
+        assert_eq!((r.path.as_str(), r.query.as_str()), ("/chat/x", "q"));
+    }
+
+    #[test]
+    fn keys_must_be_16_bytes_of_base64() {
+        assert!(is_valid_key(KEY));
+        assert!(is_valid_key("AAAAAAAAAAAAAAAAAAAAAA=="));
+        assert!(!is_valid_key("AAAAAAAAAAAAAAAAAAAAAB=="), "non-zero padding bits");
+        assert!(!is_valid_key("AAAAAAAAAAAAAAAAAAAAAAA="), "17 bytes");
+        assert!(!is_valid_key("AAAAAAAAAAAAAAAAAAAA*A=="));
+    }
+
+    #[tokio::test]
+    async fn reads_a_head_and_keeps_the_bytes_after_it() {
+        let raw = format!("{}\u{81}\u{0}", upgrade("/chat/a", ""));
+        let mut input = raw.as_bytes();
+        let (r, rest) = read_request(&mut input).await.unwrap().unwrap();
+        assert_eq!(r.header("sec-websocket-key"), Some(KEY));
+        assert_eq!(rest, "\u{81}\u{0}".as_bytes());
+    }
+
+    #[tokio::test]
+    async fn oversized_heads_get_431() {
+        let raw = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+        let mut input = raw.as_bytes();
+        assert_eq!(read_request(&mut input).await.unwrap_err().status, 431);
+    }
+}

@@ -1,0 +1,19 @@
+//! wshost: a WebSocket server whose application logic lives in controllers compiled to
+//! WebAssembly components.
+//!
+//! The modules follow the data path: [`config`] reads routes.toml; [`server`] accepts
+//! TCP connections; [`handshake`] parses and checks the HTTP upgrade and uses
+//! [`routing`] (with [`pattern`] globs) to pick a route; [`connection`] runs one
+//! upgraded client; [`controller`] loads components and runs one actor per controller
+//! that calls its exports.
+
+pub mod config;
+pub mod connection;
+pub mod controller;
+pub mod handshake;
+pub mod pattern;
+pub mod routing;
+pub mod server;
+
+pub use config::Config;
+pub use server::Server;

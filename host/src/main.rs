@@ -1,0 +1,129 @@
+//! The `wshost` command line: `run` serves a routes.toml, `check` validates one.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use wshost::config::Config;
+use wshost::controller::Runtime;
+
+/// A WebSocket server whose application logic lives in WebAssembly components.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the routes of a routes.toml.
+    Run {
+        /// The routes file.
+        routes: PathBuf,
+        /// Listen here instead of the file's `listen` (e.g. `127.0.0.1:0`).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Validate a routes.toml: parse it, build and compile every controller, check each
+    /// fits the controller world, and print the route table.
+    Check {
+        /// The routes file.
+        routes: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run { routes, listen } => run(routes, listen).await,
+            Command::Check { routes } => check(routes).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(routes: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let config = Config::load(&routes)?;
+    let addr = listen.unwrap_or(config.listen);
+    let server = wshost::Server::start(config).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on `{addr}`"))?;
+    let bound = listener.local_addr()?;
+    // The one line on stdout: scripts and tests read the bound port from it.
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "wshost listening on ws://{bound}")?;
+    stdout.flush()?;
+    tracing::info!(%bound, "listening");
+    server.serve(listener, shutdown_signal()).await;
+    Ok(())
+}
+
+async fn check(routes: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&routes)?;
+    let runtime = Runtime::new()?;
+    for spec in &config.controllers {
+        runtime.check(spec).await?;
+    }
+    println!("{} is valid; listen = {}", routes.display(), config.listen);
+    println!("{:<24} {:<16} {:<20} controller", "route", "match", "protocols");
+    for route in &config.routes {
+        let controller = &config.controllers[route.controller];
+        println!(
+            "{:<24} {:<16} {:<20} {} ({})",
+            route.name,
+            route.pattern.as_ref().map_or("*", |p| p.as_str()),
+            if route.protocols.is_empty() { "-".to_owned() } else { route.protocols.join(",") },
+            controller.name,
+            controller.wasm.display()
+        );
+    }
+    Ok(())
+}
+
+/// Completes on SIGINT (ctrl-c) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,146 @@
+//! The listener: accepts TCP connections and runs each client's handshake and
+//! connection in its own task.
+//!
+//! [`Server::start`] loads every controller before anything listens, so a broken
+//! controller fails the start instead of the first request. [`Server::serve`] takes an
+//! already-bound listener (tests bind port 0) and a shutdown future.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::controller::{self, ConnectionInfo, ControllerHandle, LoadError, Runtime};
+use crate::{connection, handshake};
+
+/// A configured server with its controllers running.
+pub struct Server {
+    config: Config,
+    controllers: Vec<ControllerHandle>,
+    next_id: AtomicU64,
+}
+
+impl Server {
+    /// Builds and loads every controller of `config` and starts their actors.
+    pub async fn start(config: Config) -> Result<Arc<Self>, LoadError> {
+        let runtime = Runtime::new()?;
+        let controllers = controller::start_all(&runtime, &config.controllers).await?;
+        Ok(Arc::new(Self {
+            config,
+            controllers,
+            next_id: AtomicU64::new(1),
+        }))
+    }
+
+    /// The configuration the server runs.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Accepts connections on `listener` until `shutdown` completes.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => {
+                    tracing::info!("shutting down: no longer accepting connections");
+                    return;
+                }
+                accepted = accept(&listener) => {
+                    let (stream, peer) = accepted;
+                    let server = self.clone();
+                    let id = server.next_id.fetch_add(1, Ordering::Relaxed);
+                    let span = tracing::info_span!(
+                        "conn",
+                        conn_id = id,
+                        %peer,
+                        path = tracing::field::Empty,
+                        route = tracing::field::Empty,
+                        controller = tracing::field::Empty,
+                    );
+                    tokio::spawn(server.handle_client(stream, peer, id).instrument(span));
+                }
+            }
+        }
+    }
+
+    /// Handshake, then the connection's life.
+    async fn handle_client(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr, id: u64) {
+        let _ = stream.set_nodelay(true);
+        let head = tokio::time::timeout(
+            handshake::HANDSHAKE_TIMEOUT,
+            handshake::read_request(&mut stream),
+        )
+        .await;
+        let (request, rest) = match head {
+            Err(_) => {
+                tracing::debug!("no complete request within the handshake timeout");
+                return;
+            }
+            Ok(Ok(None)) => return,
+            Ok(Err(rejection)) => {
+                tracing::info!(status = rejection.status, "rejected");
+                handshake::reject(&mut stream, &rejection).await;
+                return;
+            }
+            Ok(Ok(Some(head))) => head,
+        };
+        let span = tracing::Span::current();
+        span.record("path", request.path.as_str());
+        let accepted = match handshake::accept(&request, &self.config.routes) {
+            Ok(accepted) => accepted,
+            Err(rejection) => {
+                tracing::info!(status = rejection.status, reason = %rejection.body, "rejected");
+                handshake::reject(&mut stream, &rejection).await;
+                return;
+            }
+        };
+        let route = &self.config.routes[accepted.selected.route];
+        let controller = &self.controllers[route.controller];
+        span.record("route", route.name.as_str());
+        span.record("controller", controller.name());
+        if let Err(error) = handshake::switch(&mut stream, &accepted).await {
+            tracing::debug!(%error, "client left during the upgrade");
+            return;
+        }
+
+        let mut attributes = vec![("route".to_owned(), route.name.clone())];
+        for (i, capture) in accepted.selected.captures.iter().enumerate() {
+            attributes.push((format!("match.{}", i + 1), capture.clone()));
+        }
+        let info = Arc::new(ConnectionInfo {
+            id,
+            path: request.path,
+            query: request.query,
+            protocol: accepted.selected.protocol,
+            remote_addr: peer.to_string(),
+            headers: request.headers,
+            attributes,
+        });
+        let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, None).await;
+        connection::run(ws, info, controller.clone()).await;
+    }
+}
+
+/// Accepts the next connection; transient errors (e.g. out of file descriptors) are
+/// logged and retried with backoff instead of ending the server.
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?backoff, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}

@@ -54,7 +54,8 @@ where
     let (mut sink, mut stream) = ws.split();
     // The code and reason to report: set by whichever side closes first.
     let mut closed_with: Option<(u16, String)> = None;
-    // Set once we sent a close frame: how long we wait for the peer's.
+    // Set once a close frame was sent or received: nothing more is written, and the
+    // closing handshake must finish by then.
     let mut close_deadline: Option<Instant> = None;
     // An event read from the socket that is waiting for room in the controller's queue.
     let mut pending: Option<Event> = None;
@@ -71,7 +72,10 @@ where
                     pending = Some(Event::Message { id, message });
                 }
                 Some(Ok(Message::Close(frame))) => {
-                    // tungstenite queues the reply and sends it on the next poll.
+                    // tungstenite queues the reply and sends it on the next poll; from
+                    // now on nothing else may be written, and the peer gets
+                    // CLOSE_TIMEOUT to finish.
+                    close_deadline.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
                     if closed_with.is_none() {
                         closed_with = Some(match frame {
                             Some(f) => (u16::from(f.code), f.reason.as_str().to_owned()),

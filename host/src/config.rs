@@ -173,7 +173,10 @@ impl Config {
             Some(l) => l.get_ref().parse().map_err(|e| {
                 at(
                     l.span(),
-                    format!("`listen`: `{}` is not an `ip:port` address: {e}", l.get_ref()),
+                    format!(
+                        "`listen`: `{}` is not an `ip:port` address: {e}",
+                        l.get_ref()
+                    ),
                 )
             })?,
         };
@@ -182,7 +185,10 @@ impl Config {
         let mut controllers: Vec<ControllerSpec> = Vec::new();
         for (name, c) in &raw.controllers {
             let wasm = resolve_wasm(&base, &c.get_ref().wasm).map_err(|m| {
-                at(c.get_ref().wasm.span(), format!("`controllers.{name}.wasm`: {m}"))
+                at(
+                    c.get_ref().wasm.span(),
+                    format!("`controllers.{name}.wasm`: {m}"),
+                )
             })?;
             let build = c.get_ref().build.clone().map(|command| BuildCommand {
                 command,
@@ -204,15 +210,19 @@ impl Config {
             let pattern = match &r.pattern {
                 None => None,
                 Some(p) => Some(PathPattern::new(p.get_ref()).map_err(|e| {
-                    at(p.span(), format!("{}: bad pattern `{}`: {e}", key("match"), p.get_ref()))
+                    at(
+                        p.span(),
+                        format!("{}: bad pattern `{}`: {e}", key("match"), p.get_ref()),
+                    )
                 })?),
             };
             let controller_ref = r.controller.get_ref();
             let controller = match named.get(controller_ref) {
                 Some(&index) => index,
                 None if controller_ref.ends_with(".wasm") => {
-                    let wasm = resolve_wasm(&base, &r.controller)
-                        .map_err(|m| at(r.controller.span(), format!("{}: {m}", key("controller"))))?;
+                    let wasm = resolve_wasm(&base, &r.controller).map_err(|m| {
+                        at(r.controller.span(), format!("{}: {m}", key("controller")))
+                    })?;
                     let stem = wasm.file_stem().map_or_else(
                         || controller_ref.clone(),
                         |s| s.to_string_lossy().into_owned(),
@@ -234,11 +244,16 @@ impl Config {
                 let span = r.protocols.as_ref().map_or(0..0, Spanned::span);
                 return Err(at(
                     span,
-                    format!("{}: `{bad}` is not a valid sub-protocol token", key("protocols")),
+                    format!(
+                        "{}: `{bad}` is not a valid sub-protocol token",
+                        key("protocols")
+                    ),
                 ));
             }
             let name = r.name.clone().unwrap_or_else(|| {
-                r.pattern.as_ref().map_or_else(|| "*".to_owned(), |p| p.get_ref().clone())
+                r.pattern
+                    .as_ref()
+                    .map_or_else(|| "*".to_owned(), |p| p.get_ref().clone())
             });
             routes.push(Route {
                 name,
@@ -254,7 +269,10 @@ impl Config {
             .collect();
         let controllers_used = used.iter().map(|&i| controllers[i].clone()).collect();
         for route in &mut routes {
-            route.controller = used.iter().position(|&i| i == route.controller).expect("used");
+            route.controller = used
+                .iter()
+                .position(|&i| i == route.controller)
+                .expect("used");
         }
 
         Ok(Self {
@@ -351,7 +369,11 @@ fn invalid(path: &Path, text: &str, offset: usize, message: String) -> ConfigErr
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = before[line_start..].chars().count() + 1;
-    let line_text = text[line_start..].lines().next().unwrap_or_default().to_owned();
+    let line_text = text[line_start..]
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     ConfigError::Invalid {
         path: path.to_owned(),
         line,
@@ -376,7 +398,7 @@ mod tests {
     fn error(text: &str) -> (usize, String) {
         match parse(text).unwrap_err() {
             ConfigError::Invalid { line, message, .. } => (line, message),
-            other => panic!("unexpected {other}"),
+            other @ ConfigError::Read { .. } => panic!("unexpected {other}"),
         }
     }
 
@@ -402,15 +424,25 @@ controller = "build/echo.wasm"
         )
         .unwrap();
         assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
-        assert_eq!(c.controllers.len(), 2, "echo.wasm named twice is one controller");
+        assert_eq!(
+            c.controllers.len(),
+            2,
+            "echo.wasm named twice is one controller"
+        );
         assert_eq!(c.controllers[0].name, "echo");
-        assert_eq!(c.controllers[0].wasm, PathBuf::from("/srv/app/build/echo.wasm"));
+        assert_eq!(
+            c.controllers[0].wasm,
+            PathBuf::from("/srv/app/build/echo.wasm")
+        );
         assert_eq!(
             c.controllers[0].build.as_ref().unwrap().workdir,
             PathBuf::from("/srv/app")
         );
         assert_eq!(c.controllers[1].name, "chat");
-        assert_eq!(c.controllers[1].wasm, PathBuf::from("/srv/app/build/chat.wasm"));
+        assert_eq!(
+            c.controllers[1].wasm,
+            PathBuf::from("/srv/app/build/chat.wasm")
+        );
         assert_eq!(c.routes[0].name, "/echo/*");
         assert_eq!(c.routes[1].name, "chat");
         assert_eq!(c.routes[1].protocols, ["chat", "chat.v2"]);

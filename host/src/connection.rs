@@ -86,10 +86,15 @@ where
                 Some(Ok(_)) => {} // ping/pong are answered by tungstenite
                 Some(Err(error)) => {
                     let (code, reason) = error_close_code(&error);
-                    tracing::info!(%error, code, "connection error");
-                    // Unbounded by the queue's capacity on purpose: these are the last
-                    // two events of this connection.
-                    let _ = events.send(Event::Error { id, error: error.to_string() }).await;
+                    // A drop (1006) is an ordinary way for a client to leave and is
+                    // reported by `on-close` alone; everything else is the peer's fault
+                    // and reaches `on-error` first.
+                    if code == 1006 {
+                        tracing::debug!(%error, "connection dropped");
+                    } else {
+                        tracing::info!(%error, code, "connection error");
+                        let _ = events.send(Event::Error { id, error: error.to_string() }).await;
+                    }
                     if code != 1006 && closed_with.is_none() {
                         let _ = tokio::time::timeout(
                             CLOSE_TIMEOUT,

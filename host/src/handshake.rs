@@ -64,7 +64,8 @@ impl Request {
     }
 
     fn has_token(&self, name: &str, token: &str) -> bool {
-        self.header_items(name).any(|v| v.eq_ignore_ascii_case(token))
+        self.header_items(name)
+            .any(|v| v.eq_ignore_ascii_case(token))
     }
 }
 
@@ -162,9 +163,8 @@ fn to_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, Rejection> 
     let (path, query) = origin_form.split_once('?').unwrap_or((origin_form, ""));
     let mut headers = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
-        let value = std::str::from_utf8(h.value).map_err(|_| {
-            Rejection::new(400, format!("header `{}` is not valid UTF-8", h.name))
-        })?;
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| Rejection::new(400, format!("header `{}` is not valid UTF-8", h.name)))?;
         headers.push((h.name.to_ascii_lowercase(), value.to_owned()));
     }
     Ok(Request {
@@ -181,12 +181,18 @@ pub fn accept(request: &Request, routes: &[Route]) -> Result<Accepted, Rejection
     let offered: Vec<&str> = request.header_items("sec-websocket-protocol").collect();
     let selected = routing::select(routes, &request.path, &offered);
     if selected == Err(NoRoute::Path) {
-        return Err(Rejection::new(404, format!("no route for `{}`", request.path)));
+        return Err(Rejection::new(
+            404,
+            format!("no route for `{}`", request.path),
+        ));
     }
     if request.method != "GET" {
         return Err(Rejection::new(
             405,
-            format!("method `{}` not allowed; a WebSocket upgrade is a GET", request.method),
+            format!(
+                "method `{}` not allowed; a WebSocket upgrade is a GET",
+                request.method
+            ),
         )
         .with_header("Allow", "GET"));
     }
@@ -324,7 +330,10 @@ mod tests {
 
     #[test]
     fn rfc_example_key_gets_the_rfc_accept_value() {
-        let r = request(&upgrade("/chat/a?x=1", "Sec-WebSocket-Protocol: other, chat\r\n"));
+        let r = request(&upgrade(
+            "/chat/a?x=1",
+            "Sec-WebSocket-Protocol: other, chat\r\n",
+        ));
         assert_eq!((r.path.as_str(), r.query.as_str()), ("/chat/a", "x=1"));
         let a = accept(&r, &routes()).unwrap();
         assert_eq!(a.accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
@@ -335,13 +344,31 @@ mod tests {
     fn each_check_has_its_status() {
         let status = |raw: String| accept(&request(&raw), &routes()).unwrap_err().status;
         assert_eq!(status(upgrade("/nope", "")), 404);
-        assert_eq!(status(upgrade("/chat/a", "").replacen("GET", "POST", 1)), 405);
-        assert_eq!(status(upgrade("/chat/a", "").replace("Upgrade: websocket\r\n", "")), 426);
-        assert_eq!(status(upgrade("/chat/a", "").replace("Version: 13", "Version: 8")), 426);
+        assert_eq!(
+            status(upgrade("/chat/a", "").replacen("GET", "POST", 1)),
+            405
+        );
+        assert_eq!(
+            status(upgrade("/chat/a", "").replace("Upgrade: websocket\r\n", "")),
+            426
+        );
+        assert_eq!(
+            status(upgrade("/chat/a", "").replace("Version: 13", "Version: 8")),
+            426
+        );
         assert_eq!(status(upgrade("/chat/a", "").replace(KEY, "short")), 400);
-        assert_eq!(status(upgrade("/chat/a", "").replace("keep-alive, Upgrade", "close")), 400);
-        assert_eq!(status(upgrade("/chat/a", "Sec-WebSocket-Protocol: x\r\n")), 400);
-        assert_eq!(status(upgrade("/chat/a", "").replace("HTTP/1.1", "HTTP/1.0")), 400);
+        assert_eq!(
+            status(upgrade("/chat/a", "").replace("keep-alive, Upgrade", "close")),
+            400
+        );
+        assert_eq!(
+            status(upgrade("/chat/a", "Sec-WebSocket-Protocol: x\r\n")),
+            400
+        );
+        assert_eq!(
+            status(upgrade("/chat/a", "").replace("HTTP/1.1", "HTTP/1.0")),
+            400
+        );
     }
 
     #[test]
@@ -354,7 +381,10 @@ mod tests {
     fn keys_must_be_16_bytes_of_base64() {
         assert!(is_valid_key(KEY));
         assert!(is_valid_key("AAAAAAAAAAAAAAAAAAAAAA=="));
-        assert!(!is_valid_key("AAAAAAAAAAAAAAAAAAAAAB=="), "non-zero padding bits");
+        assert!(
+            !is_valid_key("AAAAAAAAAAAAAAAAAAAAAB=="),
+            "non-zero padding bits"
+        );
         assert!(!is_valid_key("AAAAAAAAAAAAAAAAAAAAAAA="), "17 bytes");
         assert!(!is_valid_key("AAAAAAAAAAAAAAAAAAAA*A=="));
     }

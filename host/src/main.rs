@@ -1,6 +1,6 @@
 //! The `wshost` command line: `run` serves a routes.toml, `check` validates one.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +43,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -91,14 +92,21 @@ async fn check(routes: PathBuf) -> anyhow::Result<()> {
         runtime.check(spec).await?;
     }
     println!("{} is valid; listen = {}", routes.display(), config.listen);
-    println!("{:<24} {:<16} {:<20} controller", "route", "match", "protocols");
+    println!(
+        "{:<24} {:<16} {:<20} controller",
+        "route", "match", "protocols"
+    );
     for route in &config.routes {
         let controller = &config.controllers[route.controller];
         println!(
             "{:<24} {:<16} {:<20} {} ({})",
             route.name,
             route.pattern.as_ref().map_or("*", |p| p.as_str()),
-            if route.protocols.is_empty() { "-".to_owned() } else { route.protocols.join(",") },
+            if route.protocols.is_empty() {
+                "-".to_owned()
+            } else {
+                route.protocols.join(",")
+            },
             controller.name,
             controller.wasm.display()
         );
@@ -111,14 +119,15 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -21,7 +21,10 @@ enum Token {
     Literal(char),
     AnyOne,
     Star,
-    Class { negated: bool, items: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        items: Vec<(char, char)>,
+    },
 }
 
 /// Why a pattern could not be compiled.
@@ -65,7 +68,10 @@ impl PathPattern {
             }
             i += 1;
         }
-        Ok(Self { source: source.to_owned(), tokens })
+        Ok(Self {
+            source: source.to_owned(),
+            tokens,
+        })
     }
 
     /// The pattern as written in routes.toml.

@@ -50,7 +50,10 @@ pub fn select(routes: &[Route], path: &str, offered: &[&str]) -> Result<Selected
                 captures,
             });
         }
-        if let Some(chosen) = offered.iter().find(|o| route.protocols.iter().any(|p| p == *o)) {
+        if let Some(chosen) = offered
+            .iter()
+            .find(|o| route.protocols.iter().any(|p| p == *o))
+        {
             return Ok(Selected {
                 route: index,
                 protocol: Some((*chosen).to_owned()),
@@ -112,7 +115,10 @@ mod tests {
 
     #[test]
     fn protocols_can_split_one_path_between_routes() {
-        let routes = [route(Some("/chat"), &["v2"], 0), route(Some("/chat"), &["v1"], 1)];
+        let routes = [
+            route(Some("/chat"), &["v2"], 0),
+            route(Some("/chat"), &["v1"], 1),
+        ];
         assert_eq!(select(&routes, "/chat", &["v1"]).unwrap().route, 1);
         assert_eq!(select(&routes, "/chat", &["v2", "v1"]).unwrap().route, 0);
         assert_eq!(

@@ -203,7 +203,9 @@ impl Actor {
                 // Removed first: during on-close the connection is no longer listed. An
                 // id that is already gone was dropped after a trap; its instance never
                 // saw it open, so it gets no on-close either.
-                let Some(entry) = conns.remove(&id) else { return };
+                let Some(entry) = conns.remove(&id) else {
+                    return;
+                };
                 (Call::Close(id, code, reason), entry.span)
             }
         };

@@ -23,7 +23,9 @@ pub enum BuildError {
         source: std::io::Error,
     },
     /// The command exited unsuccessfully.
-    #[error("controller `{name}`: build command `{command}` failed ({status}); its output is above")]
+    #[error(
+        "controller `{name}`: build command `{command}` failed ({status}); its output is above"
+    )]
     Failed {
         /// Controller name.
         name: String,

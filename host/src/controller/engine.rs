@@ -254,8 +254,16 @@ mod tests {
     #[test]
     fn header_tells_components_from_modules_and_junk() {
         assert!(not_a_component(b"\0asm\x0d\0\x01\0rest").is_none());
-        assert!(not_a_component(b"\0asm\x01\0\0\0").unwrap().contains("core wasm module"));
-        assert!(not_a_component(b"hello world").unwrap().contains("not WebAssembly"));
+        assert!(
+            not_a_component(b"\0asm\x01\0\0\0")
+                .unwrap()
+                .contains("core wasm module")
+        );
+        assert!(
+            not_a_component(b"hello world")
+                .unwrap()
+                .contains("not WebAssembly")
+        );
         assert!(not_a_component(b"").unwrap().contains("not WebAssembly"));
     }
 }

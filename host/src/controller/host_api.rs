@@ -120,7 +120,10 @@ fn is_sendable_close_code(code: u16) -> bool {
 
 fn truncate_at_char_boundary(mut s: String, max: usize) -> String {
     if s.len() > max {
-        let cut = (0..=max).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+        let cut = (0..=max)
+            .rev()
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
         s.truncate(cut);
     }
     s

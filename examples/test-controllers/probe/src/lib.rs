@@ -1,0 +1,89 @@
+//! A test-only controller that shows the host's view through text commands, so the
+//! integration tests can check what a guest sees. Not an example to copy.
+//!
+//! On open it sends `open {id}`. Commands (text): `panic`; `info`; `connections`;
+//! `close {code} {reason}`; `count` (messages this instance handled); `log {msg}` (host
+//! log + stdout + stderr, replies `logged`); `broadcast {msg}`. Anything else is echoed.
+//! On close it broadcasts `closed {id} {code} {reason}` to the connections left.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use wshost_guest::{Connection, Controller, LogLevel, Message, broadcast_text, connections, log};
+
+/// Messages this instance has handled; starts over in a fresh instance.
+static COUNT: AtomicU64 = AtomicU64::new(0);
+
+struct Probe;
+
+fn info_text(conn: Connection) -> String {
+    let Some(info) = conn.info() else {
+        return "no info".to_owned();
+    };
+    let mut lines = vec![
+        format!("id={}", info.id),
+        format!("path={}", info.path),
+        format!("query={}", info.query),
+        format!("protocol={}", info.protocol.as_deref().unwrap_or("-")),
+        format!("remote={}", info.remote_addr),
+    ];
+    lines.extend(info.attributes.iter().map(|(k, v)| format!("attr.{k}={v}")));
+    lines.extend(info.headers.iter().map(|(k, v)| format!("header.{k}={v}")));
+    lines.join("\n")
+}
+
+impl Controller for Probe {
+    fn on_open(conn: Connection) {
+        let _ = conn.send_text(&format!("open {}", conn.id()));
+    }
+
+    fn on_message(conn: Connection, msg: Message) {
+        let count = COUNT.fetch_add(1, Ordering::Relaxed) + 1;
+        let text = match &msg {
+            Message::Text(text) => text.as_str(),
+            Message::Binary(_) => "",
+        };
+        let (command, rest) = text.split_once(' ').unwrap_or((text, ""));
+        match command {
+            "panic" => panic!("probe asked to panic"),
+            "info" => {
+                let _ = conn.send_text(&info_text(conn));
+            }
+            "connections" => {
+                let ids: Vec<String> = connections().iter().map(|c| c.id().to_string()).collect();
+                let _ = conn.send_text(&ids.join(","));
+            }
+            "close" => {
+                let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+                conn.close(code.parse().unwrap_or(1000), reason);
+            }
+            "count" => {
+                let _ = conn.send_text(&count.to_string());
+            }
+            "log" => {
+                log(LogLevel::Info, rest);
+                println!("stdout {rest}");
+                eprintln!("stderr {rest}");
+                let _ = conn.send_text("logged");
+            }
+            "broadcast" => {
+                broadcast_text(rest, None);
+            }
+            _ => {
+                let _ = conn.send(&msg);
+            }
+        }
+    }
+
+    fn on_close(conn: Connection, code: u16, reason: String) {
+        broadcast_text(&format!("closed {} {code} {reason}", conn.id()), None);
+    }
+
+    fn on_error(conn: Connection, error: String) {
+        log(
+            LogLevel::Warn,
+            &format!("connection {}: {error}", conn.id()),
+        );
+    }
+}
+
+wshost_guest::export!(Probe);

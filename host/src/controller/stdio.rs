@@ -59,6 +59,9 @@ impl LineWriter {
     fn emit(&self, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
         let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            return;
+        }
         let controller = &*self.out.controller;
         match self.out.stream {
             Stream::Stdout => tracing::info!(controller, stream = "stdout", "{line}"),

@@ -1,0 +1,102 @@
+//! A bad routes.toml or controller stops `wshost check` and `wshost run` with exit code 1
+//! and an `error: ...` message that points at the problem: file, line and key, or the
+//! controller's path, or why the wasm is not a component.
+
+use std::process::Output;
+
+use anyhow::Result;
+
+use crate::harness::{Route, RoutesDir, check, routes_toml, wshost};
+
+/// The stderr of a run that must have failed with exit code 1 and an `error:` message.
+fn failure(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(stderr.contains("error: "), "stderr:\n{stderr}");
+    stderr
+}
+
+/// A routes.toml whose fourth line is an unknown key.
+const UNKNOWN_KEY: &str =
+    "[[route]]\nmatch = \"/x/*\"\ncontroller = \"x.wasm\"\ncolour = \"red\"\n";
+
+#[tokio::test]
+async fn an_unknown_key_names_file_line_and_key() -> Result<()> {
+    let dir = RoutesDir::new(UNKNOWN_KEY)?;
+    let stderr = failure(&check(&dir.routes()).await?);
+    let at = format!("{}:4:", dir.routes().display());
+    assert!(stderr.contains(&at), "expected {at:?} in:\n{stderr}");
+    assert!(stderr.contains("`colour`"), "stderr:\n{stderr}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn run_fails_like_check_on_a_bad_file() -> Result<()> {
+    let dir = RoutesDir::new(UNKNOWN_KEY)?;
+    let routes = dir.routes();
+    let output = wshost(&[
+        "run".as_ref(),
+        routes.as_os_str(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ])
+    .await?;
+    let stderr = failure(&output);
+    assert!(stderr.contains("`colour`"), "stderr:\n{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("listening"),
+        "run must not listen with a bad file"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalid_toml_names_file_and_line() -> Result<()> {
+    let text = "listen = \"127.0.0.1:0\"\n\n[[route]\ncontroller = \"x.wasm\"\n";
+    let dir = RoutesDir::new(text)?;
+    let stderr = failure(&check(&dir.routes()).await?);
+    let at = format!("{}:3:", dir.routes().display());
+    assert!(stderr.contains(&at), "expected {at:?} in:\n{stderr}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_missing_controller_file_names_the_path() -> Result<()> {
+    let routes = routes_toml(&[Route::to_controller("no-such-controller.wasm")]);
+    let dir = RoutesDir::new(&routes)?;
+    let stderr = failure(&check(&dir.routes()).await?);
+    assert!(
+        stderr.contains("no-such-controller.wasm"),
+        "stderr:\n{stderr}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_core_module_is_not_a_component() -> Result<()> {
+    let dir = RoutesDir::new(&routes_toml(&[Route::to_controller("core.wasm")]))?;
+    // The smallest valid core module: magic and version 1.
+    let core = dir.write("core.wasm", b"\0asm\x01\0\0\0")?;
+    let stderr = failure(&check(&dir.routes()).await?);
+    assert!(
+        stderr.contains("is not a WebAssembly component"),
+        "stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&core.display().to_string()) || stderr.contains("core.wasm"),
+        "stderr:\n{stderr}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn garbage_is_not_a_component() -> Result<()> {
+    let dir = RoutesDir::new(&routes_toml(&[Route::to_controller("garbage.wasm")]))?;
+    dir.write("garbage.wasm", b"this is not wasm at all")?;
+    let stderr = failure(&check(&dir.routes()).await?);
+    assert!(
+        stderr.contains("is not a WebAssembly component"),
+        "stderr:\n{stderr}"
+    );
+    Ok(())
+}

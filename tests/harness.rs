@@ -1,0 +1,40 @@
+//! The one harness every integration test uses: it builds the guest controllers once per
+//! test process, writes routes.toml files into fresh temporary directories, runs the real
+//! `wshost` binary on port 0 and speaks to it through real sockets (WebSocket clients and
+//! raw HTTP).
+//!
+//! Every network wait is bounded by [`HANG_GUARD`] so that a broken server fails a test
+//! instead of hanging the whole run. The bound is a hang guard, never a performance
+//! assertion: nothing here measures how fast the server is.
+
+mod client;
+mod guests;
+mod http;
+mod probe;
+mod routes;
+mod server;
+
+use std::path::Path;
+use std::time::Duration;
+
+pub(crate) use client::Client;
+pub(crate) use guests::guests;
+pub(crate) use http::{HttpRequest, HttpResponse};
+pub(crate) use probe::{Closed, info_value, parse_closed, parse_info};
+pub(crate) use routes::{Route, RoutesDir, controller_toml, routes_toml};
+pub(crate) use server::{Server, check, wshost};
+
+/// Upper bound on any single wait for the server (a read, a handshake, a log line). A hang
+/// guard: a healthy server answers in milliseconds.
+pub(crate) const HANG_GUARD: Duration = Duration::from_secs(20);
+
+/// Upper bound on the server's start-up (it compiles every controller before it listens) and
+/// on a whole `wshost check` run. Also a hang guard.
+pub(crate) const STARTUP_GUARD: Duration = Duration::from_secs(180);
+
+/// The workspace root (the directory holding the root Cargo.toml).
+pub(crate) fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent directory")
+}

@@ -1,0 +1,264 @@
+//! Running the real `wshost` binary: `check` to completion, or `run` as a [`Server`] on
+//! port 0 whose log is collected, with ways to reach it over WebSocket and raw HTTP.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
+use tokio::time::timeout;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use super::{Client, HANG_GUARD, HttpRequest, HttpResponse, RoutesDir, STARTUP_GUARD};
+
+/// The wshost binary under test.
+fn wshost_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_wshost")
+}
+
+/// Runs `wshost ARGS...` to completion and returns its exit status and output.
+pub(crate) async fn wshost(args: &[&OsStr]) -> Result<Output> {
+    let child = tokio::process::Command::new(wshost_bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    timeout(STARTUP_GUARD, child)
+        .await
+        .context("wshost did not exit (hang guard)")?
+        .context("running wshost")
+}
+
+/// Runs `wshost check ROUTES`.
+pub(crate) async fn check(routes: &Path) -> Result<Output> {
+    wshost(&["check".as_ref(), routes.as_os_str()]).await
+}
+
+/// A running `wshost run` process, killed when dropped. Its stderr (the log) is collected
+/// so that tests can wait for log lines; it is printed when the value is dropped, which the
+/// test harness shows only for failing tests.
+pub(crate) struct Server {
+    child: Child,
+    addr: SocketAddr,
+    log: watch::Receiver<String>,
+    stderr_done: mpsc::Receiver<()>,
+    _dir: Option<RoutesDir>,
+}
+
+impl Server {
+    /// Writes `routes` to a routes.toml in a fresh directory and runs wshost on it.
+    pub(crate) async fn start(routes: &str) -> Result<Self> {
+        let dir = RoutesDir::new(routes)?;
+        let mut server = Self::start_file(&dir.routes()).await?;
+        server._dir = Some(dir);
+        Ok(server)
+    }
+
+    /// Runs `wshost run ROUTES --listen 127.0.0.1:0` and waits for its listening line.
+    pub(crate) async fn start_file(routes: &Path) -> Result<Self> {
+        let mut child = Command::new(wshost_bin())
+            .arg("run")
+            .arg(routes)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning wshost")?;
+
+        let (log_tx, log) = watch::channel(String::new());
+        let (done_tx, stderr_done) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr is piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                log_tx.send_modify(|log| {
+                    log.push_str(&line);
+                    log.push('\n');
+                });
+            }
+            let _ = done_tx.send(());
+        });
+
+        let (first_tx, first_line) = oneshot::channel();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        std::thread::spawn(move || {
+            let mut stdout = BufReader::new(stdout);
+            let mut line = String::new();
+            if stdout.read_line(&mut line).is_ok() && !line.is_empty() {
+                let _ = first_tx.send(line);
+            }
+            // Keep draining so the server never blocks on a full pipe.
+            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+        });
+
+        let mut server = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+            stderr_done,
+            _dir: None,
+        };
+        let line = match timeout(STARTUP_GUARD, first_line).await {
+            Ok(Ok(line)) => line,
+            Ok(Err(_)) => {
+                // stdout closed without the line: the server exited; say why.
+                let status = server.child.wait().context("waiting for wshost")?;
+                let _ = server.stderr_done.recv_timeout(HANG_GUARD);
+                bail!(
+                    "wshost exited ({status}) without printing its listening line; stderr:\n{}",
+                    server.log()
+                );
+            }
+            Err(_) => bail!(
+                "wshost printed no listening line (hang guard); stderr:\n{}",
+                server.log()
+            ),
+        };
+        let addr = line
+            .trim_end()
+            .strip_prefix("wshost listening on ws://")
+            .with_context(|| format!("unexpected first stdout line {line:?}"))?;
+        server.addr = addr
+            .parse()
+            .with_context(|| format!("bad address in listening line {line:?}"))?;
+        Ok(server)
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub(crate) fn log(&self) -> String {
+        self.log.borrow().clone()
+    }
+
+    /// Waits until the server's stderr has a line for which `pred` holds and returns it.
+    pub(crate) async fn log_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> Result<String> {
+        let mut log = self.log.clone();
+        let found = timeout(HANG_GUARD, log.wait_for(|log| log.lines().any(&pred))).await;
+        match found {
+            Ok(Ok(log)) => Ok(log
+                .lines()
+                .find(|line| pred(line))
+                .expect("wait_for checked it")
+                .to_owned()),
+            _ => Err(anyhow!(
+                "no stderr line {what} (hang guard); stderr:\n{}",
+                self.log()
+            )),
+        }
+    }
+
+    /// Opens a WebSocket connection to `path` (which may carry a query).
+    pub(crate) async fn connect(&self, path: &str) -> Result<Client> {
+        Ok(self.connect_with_protocols(path, &[]).await?.0)
+    }
+
+    /// Opens a WebSocket connection to `path` offering `protocols` (in that order) and
+    /// returns the client with the server's chosen sub-protocol header, if any.
+    pub(crate) async fn connect_with_protocols(
+        &self,
+        path: &str,
+        protocols: &[&str],
+    ) -> Result<(Client, Option<String>)> {
+        let mut request = format!("ws://{}{path}", self.addr).into_client_request()?;
+        if !protocols.is_empty() {
+            request.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                HeaderValue::from_str(&protocols.join(", "))?,
+            );
+        }
+        let handshake = async {
+            let tcp = TcpStream::connect(self.addr).await?;
+            anyhow::Ok(tokio_tungstenite::client_async(request, tcp).await?)
+        };
+        let (ws, response) = timeout(HANG_GUARD, handshake)
+            .await
+            .context("handshake (hang guard)")?
+            .with_context(|| format!("WebSocket handshake on {path}"))?;
+        let protocol = response
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .map(|v| v.to_str().map(str::to_owned))
+            .transpose()?;
+        Ok((Client::new(ws), protocol))
+    }
+
+    /// Sends `request` on a fresh TCP connection and reads the whole answer, until the
+    /// server closes the connection.
+    pub(crate) async fn http(&self, request: &HttpRequest) -> Result<HttpResponse> {
+        let exchange = async {
+            let mut tcp = TcpStream::connect(self.addr).await?;
+            tcp.write_all(request.to_string().as_bytes()).await?;
+            let mut bytes = Vec::new();
+            tcp.read_to_end(&mut bytes).await?;
+            anyhow::Ok(bytes)
+        };
+        let bytes = timeout(HANG_GUARD, exchange)
+            .await
+            .context("the server neither answered nor closed the connection (hang guard)")??;
+        let (mut response, head_len) = HttpResponse::parse_head(&bytes)?;
+        response.body = bytes[head_len..].to_vec();
+        if let Some(len) = response.header("content-length") {
+            ensure!(
+                len.parse::<usize>()? == response.body.len(),
+                "content-length {len} but {} body bytes",
+                response.body.len()
+            );
+        }
+        Ok(response)
+    }
+
+    /// Performs the opening handshake of `request` by hand (so that no client-side check
+    /// gets in the way), expects `101 Switching Protocols` with a correct accept key, and
+    /// returns the response head with a WebSocket client on the connection.
+    pub(crate) async fn upgrade(&self, request: &HttpRequest) -> Result<(HttpResponse, Client)> {
+        let key = request
+            .get("sec-websocket-key")
+            .context("the request has no key")?;
+        let accept = derive_accept_key(key.as_bytes());
+        let handshake = async {
+            let mut tcp = TcpStream::connect(self.addr).await?;
+            tcp.write_all(request.to_string().as_bytes()).await?;
+            // Read byte by byte so that nothing after the head is consumed.
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let byte = tcp.read_u8().await?;
+                head.push(byte);
+            }
+            anyhow::Ok((tcp, head))
+        };
+        let (tcp, head) = timeout(HANG_GUARD, handshake)
+            .await
+            .context("handshake (hang guard)")??;
+        let (response, _) = HttpResponse::parse_head(&head)?;
+        ensure!(response.status == 101, "expected 101, got {response:?}");
+        ensure!(
+            response.header("sec-websocket-accept") == Some(accept.as_str()),
+            "bad Sec-WebSocket-Accept in {response:?}"
+        );
+        let ws = WebSocketStream::from_raw_socket(tcp, Role::Client, None).await;
+        Ok((response, Client::new(ws)))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Let the reader see the end of the pipe, so the printed log is complete.
+        let _ = self.stderr_done.recv_timeout(HANG_GUARD);
+        // Captured by the test harness: shown only when the test fails.
+        eprintln!("---- wshost stderr ----\n{}", self.log());
+    }
+}

@@ -1,0 +1,17 @@
+//! Integration tests of wshost: the real `wshost` binary, real sockets, real `.wasm`
+//! controllers (examples/echo, examples/chat and the test-only probe). One module per
+//! behaviour; [`harness`] is shared by all of them.
+
+mod harness;
+
+mod chat;
+mod close;
+mod config_errors;
+mod connection_info;
+mod echo;
+mod examples_run;
+mod guest_log;
+mod http_errors;
+mod routing;
+mod subprotocol;
+mod trap;

@@ -24,14 +24,24 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::filter::Filter;
+use crate::filter::proxy::Cidr;
 use crate::pattern::PathPattern;
 
 /// The address wshost listens on when routes.toml and the command line name none.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:23080";
+
+/// Largest request head accepted by default, like the seed's 16 KiB.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Default time a client has to send its complete request head, in milliseconds.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 
 /// A validated routes.toml.
 #[derive(Debug, Clone)]
@@ -44,6 +54,23 @@ pub struct Config {
     pub controllers: Vec<ControllerSpec>,
     /// Routes in file order; the first that accepts a request serves it.
     pub routes: Vec<Route>,
+    /// Global `[[filter]]` entries, in file order.
+    pub filters: Vec<GlobalFilter>,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Largest request head accepted (431 beyond).
+    pub max_header_bytes: usize,
+    /// Time a client has to send its complete request head.
+    pub handshake_timeout: Duration,
+}
+
+/// A `[[filter]]` entry: a filter and the paths it applies to.
+#[derive(Debug, Clone)]
+pub struct GlobalFilter {
+    /// Paths the filter applies to; `None` is every path.
+    pub pattern: Option<PathPattern>,
+    /// The filter (shared, so its state, e.g. a rate limit's, is one).
+    pub filter: Arc<Filter>,
 }
 
 /// One controller: a component file and, optionally, how to build it.
@@ -77,6 +104,8 @@ pub struct Route {
     pub protocols: Vec<String>,
     /// Index into [`Config::controllers`].
     pub controller: usize,
+    /// The route's own filters, run after the global ones.
+    pub filters: Vec<Arc<Filter>>,
 }
 
 /// A routes.toml that cannot be used.
@@ -123,11 +152,19 @@ impl fmt::Display for Snippet {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawConfig {
     listen: Option<Spanned<String>>,
     #[serde(default)]
+    trusted_proxies: Vec<Spanned<String>>,
+    max_header_bytes: Option<usize>,
+    handshake_timeout_ms: Option<u64>,
+    #[serde(default)]
     controllers: BTreeMap<String, Spanned<RawController>>,
+    #[serde(default)]
+    filters: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default, rename = "filter")]
+    global_filters: Vec<Spanned<toml::Table>>,
     #[serde(default, rename = "route")]
     routes: Vec<Spanned<RawRoute>>,
 }
@@ -147,6 +184,8 @@ struct RawRoute {
     pattern: Option<Spanned<String>>,
     protocols: Option<Spanned<Vec<String>>>,
     controller: Spanned<String>,
+    #[serde(default)]
+    filters: Vec<Spanned<toml::Value>>,
 }
 
 impl Config {
@@ -195,6 +234,47 @@ impl Config {
                 workdir: base.clone(),
             });
             named.insert(name.clone(), intern(&mut controllers, name, wasm, build));
+        }
+
+        let mut trusted_proxies = Vec::with_capacity(raw.trusted_proxies.len());
+        for (i, cidr) in raw.trusted_proxies.iter().enumerate() {
+            let parsed = cidr
+                .get_ref()
+                .parse()
+                .map_err(|e| at(cidr.span(), format!("`trusted-proxies[{i}]`: {e}")))?;
+            trusted_proxies.push(parsed);
+        }
+
+        let mut named_filters = BTreeMap::new();
+        for (name, value) in &raw.filters {
+            let filter = Filter::from_toml(value.get_ref().clone(), &base)
+                .map_err(|m| at(value.span(), format!("`filters.{name}`: {m}")))?;
+            named_filters.insert(name.clone(), Arc::new(filter));
+        }
+        let mut filters = Vec::with_capacity(raw.global_filters.len());
+        for (i, entry) in raw.global_filters.iter().enumerate() {
+            let mut table = entry.get_ref().clone();
+            let pattern = match table.remove("match") {
+                None => None,
+                Some(toml::Value::String(p)) => Some(PathPattern::new(&p).map_err(|e| {
+                    at(
+                        entry.span(),
+                        format!("`filter[{i}].match`: bad pattern `{p}`: {e}"),
+                    )
+                })?),
+                Some(_) => {
+                    return Err(at(
+                        entry.span(),
+                        format!("`filter[{i}].match` must be a string"),
+                    ));
+                }
+            };
+            let filter = Filter::from_toml(toml::Value::Table(table), &base)
+                .map_err(|m| at(entry.span(), format!("`filter[{i}]`: {m}")))?;
+            filters.push(GlobalFilter {
+                pattern,
+                filter: Arc::new(filter),
+            });
         }
 
         if raw.routes.is_empty() {
@@ -250,6 +330,27 @@ impl Config {
                     ),
                 ));
             }
+            let mut route_filters = Vec::with_capacity(r.filters.len());
+            for (j, f) in r.filters.iter().enumerate() {
+                let key = key(&format!("filters[{j}]"));
+                let filter = match f.get_ref() {
+                    toml::Value::String(name) => {
+                        named_filters.get(name).cloned().ok_or_else(|| {
+                            at(
+                                f.span(),
+                                format!(
+                                    "{key}: unknown filter `{name}`: define `[filters.{name}]`"
+                                ),
+                            )
+                        })?
+                    }
+                    value => Arc::new(
+                        Filter::from_toml(value.clone(), &base)
+                            .map_err(|m| at(f.span(), format!("{key}: {m}")))?,
+                    ),
+                };
+                route_filters.push(filter);
+            }
             let name = r.name.clone().unwrap_or_else(|| {
                 r.pattern
                     .as_ref()
@@ -260,6 +361,7 @@ impl Config {
                 pattern,
                 protocols: protocols.to_vec(),
                 controller,
+                filters: route_filters,
             });
         }
         // Keep only controllers that some route uses: an unused `[controllers.x]` is not
@@ -280,6 +382,13 @@ impl Config {
             listen,
             controllers: controllers_used,
             routes,
+            filters,
+            trusted_proxies,
+            max_header_bytes: raw.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+            handshake_timeout: Duration::from_millis(
+                raw.handshake_timeout_ms
+                    .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_MS),
+            ),
         })
     }
 }

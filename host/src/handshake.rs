@@ -10,9 +10,7 @@
 //! Checks, in order, each with its status: unknown path → 404; method not GET → 405;
 //! no `Upgrade: websocket` → 426; `Sec-WebSocket-Version` not 13 → 426; missing
 //! `Connection: upgrade` or a bad `Sec-WebSocket-Key` → 400; no route accepts the
-//! offered sub-protocols → 400. A request head over [`MAX_HEAD`] bytes gets 431.
-
-use std::time::Duration;
+//! offered sub-protocols → 400. A request head over `max-header-bytes` gets 431.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -20,14 +18,8 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use crate::config::Route;
 use crate::routing::{self, NoRoute, Selected};
 
-/// Largest request head (request line + headers) accepted, like the seed's 16 KiB.
-pub const MAX_HEAD: usize = 16 * 1024;
-
 /// Most header lines accepted.
 const MAX_HEADERS: usize = 128;
-
-/// How long a client has to send its complete request head.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A parsed upgrade request.
 #[derive(Debug, Clone)]
@@ -111,11 +103,12 @@ pub struct Accepted {
     pub accept_key: String,
 }
 
-/// Reads a request head. Returns the request and the bytes read past it, `Ok(None)`
-/// when the peer closed before sending a complete head, or a rejection for a head that
-/// is malformed (400) or too large (431).
+/// Reads a request head of at most `max_head` bytes. Returns the request and the bytes
+/// read past it, `Ok(None)` when the peer closed before sending a complete head, or a
+/// rejection for a head that is malformed (400) or too large (431).
 pub async fn read_request<S: AsyncRead + Unpin>(
     stream: &mut S,
+    max_head: usize,
 ) -> Result<Option<(Request, Vec<u8>)>, Rejection> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
@@ -131,25 +124,27 @@ pub async fn read_request<S: AsyncRead + Unpin>(
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut headers);
         match parsed.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => return Err(too_large()),
+            Ok(httparse::Status::Complete(len)) if len > max_head => {
+                return Err(too_large(max_head));
+            }
             Ok(httparse::Status::Complete(len)) => {
                 let request = to_request(&parsed)?;
                 return Ok(Some((request, buf.split_off(len))));
             }
-            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                return Err(too_large());
+            Ok(httparse::Status::Partial) if buf.len() > max_head => {
+                return Err(too_large(max_head));
             }
             Ok(httparse::Status::Partial) => {}
-            Err(httparse::Error::TooManyHeaders) => return Err(too_large()),
+            Err(httparse::Error::TooManyHeaders) => return Err(too_large(max_head)),
             Err(e) => return Err(Rejection::new(400, format!("malformed HTTP request: {e}"))),
         }
     }
 }
 
-fn too_large() -> Rejection {
+fn too_large(max_head: usize) -> Rejection {
     Rejection::new(
         431,
-        format!("request header fields too large (limit {MAX_HEAD} bytes)"),
+        format!("request header fields too large (limit {max_head} bytes)"),
     )
 }
 
@@ -317,6 +312,7 @@ mod tests {
             pattern: Some(PathPattern::new("/chat/*").unwrap()),
             protocols: vec!["chat".to_owned()],
             controller: 0,
+            filters: Vec::new(),
         }]
     }
 
@@ -393,15 +389,20 @@ mod tests {
     async fn reads_a_head_and_keeps_the_bytes_after_it() {
         let raw = format!("{}\u{81}\u{0}", upgrade("/chat/a", ""));
         let mut input = raw.as_bytes();
-        let (r, rest) = read_request(&mut input).await.unwrap().unwrap();
+        let (r, rest) = read_request(&mut input, 16 * 1024).await.unwrap().unwrap();
         assert_eq!(r.header("sec-websocket-key"), Some(KEY));
         assert_eq!(rest, "\u{81}\u{0}".as_bytes());
     }
 
     #[tokio::test]
     async fn oversized_heads_get_431() {
-        let raw = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+        let raw = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(1000));
         let mut input = raw.as_bytes();
-        assert_eq!(read_request(&mut input).await.unwrap_err().status, 431);
+        assert_eq!(
+            read_request(&mut input, 1000).await.unwrap_err().status,
+            431
+        );
+        let mut input = raw.as_bytes();
+        assert!(read_request(&mut input, 2000).await.is_ok());
     }
 }

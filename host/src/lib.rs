@@ -3,13 +3,15 @@
 //!
 //! The modules follow the data path: [`config`] reads routes.toml; [`server`] accepts
 //! TCP connections; [`handshake`] parses and checks the HTTP upgrade and uses
-//! [`routing`] (with [`pattern`] globs) to pick a route; [`connection`] runs one
+//! [`routing`] (with [`pattern`] globs) to pick a route, then [`filter`] runs the
+//! request filters; [`connection`] runs one
 //! upgraded client; [`controller`] loads components and runs one actor per controller
 //! that calls its exports.
 
 pub mod config;
 pub mod connection;
 pub mod controller;
+pub mod filter;
 pub mod handshake;
 pub mod pattern;
 pub mod routing;

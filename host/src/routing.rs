@@ -84,6 +84,7 @@ mod tests {
             pattern: pattern.map(|p| PathPattern::new(p).unwrap()),
             protocols: protocols.iter().map(|p| (*p).to_owned()).collect(),
             controller,
+            filters: Vec::new(),
         }
     }
 

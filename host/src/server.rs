@@ -18,6 +18,8 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::controller::{self, ConnectionInfo, ControllerHandle, LoadError, Runtime};
+use crate::filter::{Check, proxy};
+use crate::handshake::{Accepted, Rejection, Request};
 use crate::{connection, handshake};
 
 /// A configured server with its controllers running.
@@ -75,57 +77,90 @@ impl Server {
     async fn handle_client(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr, id: u64) {
         let _ = stream.set_nodelay(true);
         let head = tokio::time::timeout(
-            handshake::HANDSHAKE_TIMEOUT,
-            handshake::read_request(&mut stream),
+            self.config.handshake_timeout,
+            handshake::read_request(&mut stream, self.config.max_header_bytes),
         )
         .await;
         let (request, rest) = match head {
             Err(_) => {
-                tracing::debug!("no complete request within the handshake timeout");
+                tracing::info!("dropped: no complete request within the handshake timeout");
                 return;
             }
             Ok(Ok(None)) => return,
             Ok(Err(rejection)) => {
-                tracing::info!(status = rejection.status, "rejected");
+                tracing::info!(status = rejection.status, reason = %rejection.body, "rejected");
                 handshake::reject(&mut stream, &rejection).await;
                 return;
             }
             Ok(Ok(Some(head))) => head,
         };
-        let span = tracing::Span::current();
-        span.record("path", request.path.as_str());
-        let accepted = match handshake::accept(&request, &self.config.routes) {
-            Ok(accepted) => accepted,
+        tracing::Span::current().record("path", request.path.as_str());
+        let (accepted, info, controller) = match self.admit(&request, peer, id).await {
+            Ok(admitted) => admitted,
             Err(rejection) => {
                 tracing::info!(status = rejection.status, reason = %rejection.body, "rejected");
                 handshake::reject(&mut stream, &rejection).await;
                 return;
             }
         };
-        let route = &self.config.routes[accepted.selected.route];
-        let controller = &self.controllers[route.controller];
-        span.record("route", route.name.as_str());
-        span.record("controller", controller.name());
         if let Err(error) = handshake::switch(&mut stream, &accepted).await {
             tracing::debug!(%error, "client left during the upgrade");
             return;
         }
+        let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, None).await;
+        connection::run(ws, Arc::new(info), controller.clone()).await;
+    }
 
+    /// Everything between a parsed request and the `101`: protocol checks and routing,
+    /// the global filters, the route's filters, and the controller's own handshake
+    /// hook, in that order. Returns what the connection needs, or the HTTP refusal.
+    async fn admit(
+        &self,
+        request: &Request,
+        peer: SocketAddr,
+        id: u64,
+    ) -> Result<(Accepted, ConnectionInfo, &ControllerHandle), Rejection> {
+        let accepted = handshake::accept(request, &self.config.routes)?;
+        let route = &self.config.routes[accepted.selected.route];
+        let controller = &self.controllers[route.controller];
+        let span = tracing::Span::current();
+        span.record("route", route.name.as_str());
+        span.record("controller", controller.name());
+
+        let client = proxy::client(peer, request, &self.config.trusted_proxies);
         let mut attributes = vec![("route".to_owned(), route.name.clone())];
         for (i, capture) in accepted.selected.captures.iter().enumerate() {
             attributes.push((format!("match.{}", i + 1), capture.clone()));
         }
-        let info = Arc::new(ConnectionInfo {
+        let mut check = Check {
+            request,
+            client: &client,
+            attributes: &mut attributes,
+            now: std::time::Instant::now(),
+        };
+        let global = self
+            .config
+            .filters
+            .iter()
+            .filter(|g| g.pattern.as_ref().is_none_or(|p| p.is_match(&request.path)))
+            .map(|g| &g.filter);
+        for filter in global.chain(&route.filters) {
+            filter.check(&mut check)?;
+        }
+
+        let mut info = ConnectionInfo {
             id,
-            path: request.path,
-            query: request.query,
-            protocol: accepted.selected.protocol,
-            remote_addr: peer.to_string(),
-            headers: request.headers,
+            path: request.path.clone(),
+            query: request.query.clone(),
+            protocol: accepted.selected.protocol.clone(),
+            remote_addr: client.display,
+            headers: request.headers.clone(),
             attributes,
-        });
-        let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, None).await;
-        connection::run(ws, info, controller.clone()).await;
+        };
+        if controller.has_handshake_hook() {
+            info.attributes = controller.handshake(&info).await?;
+        }
+        Ok((accepted, info, controller))
     }
 }
 

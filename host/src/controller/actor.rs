@@ -19,13 +19,15 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings::{Controller, WitMessage};
-use super::engine::{Loaded, Runtime};
+use super::bindings::{HandshakeRequest, HandshakeResponse, WitMessage};
+use super::engine::{Instance, Loaded, Runtime};
 use super::stdio::{GuestOutput, Stream};
 use super::{
     ConnectionId, ConnectionInfo, ControllerHandle, EVENT_QUEUE_CAPACITY, Event, Outbound,
     OutboundHandle,
 };
+use crate::filter::set_attribute;
+use crate::handshake::Rejection;
 
 /// Longest a single export call may run before it is interrupted (a trap, handled like
 /// any other). Generous: an event handler should take microseconds.
@@ -114,11 +116,13 @@ enum Call {
     Message(ConnectionId, WitMessage),
     Error(ConnectionId, String),
     Close(ConnectionId, u16, String),
+    Handshake(ConnectionId),
 }
 
 impl Call {
     fn export(&self) -> &'static str {
         match self {
+            Self::Handshake(_) => "on-handshake",
             Self::Open(_) => "on-open",
             Self::Message(..) => "on-message",
             Self::Error(..) => "on-error",
@@ -131,13 +135,14 @@ struct Actor {
     runtime: Runtime,
     loaded: Loaded,
     store: Store<HostState>,
-    instance: Controller,
+    instance: Instance,
 }
 
 /// Starts the actor of a loaded controller and returns the handle connections use.
 pub(crate) fn spawn(runtime: Runtime, loaded: Loaded) -> ControllerHandle {
     let (tx, rx) = mpsc::channel(EVENT_QUEUE_CAPACITY);
     let name = loaded.name.clone();
+    let handshake_hook = loaded.handshake.is_some();
     let span = tracing::info_span!("controller", controller = %name);
     tokio::spawn(
         async move {
@@ -153,7 +158,11 @@ pub(crate) fn spawn(runtime: Runtime, loaded: Loaded) -> ControllerHandle {
         }
         .instrument(span),
     );
-    ControllerHandle { name, events: tx }
+    ControllerHandle {
+        name,
+        events: tx,
+        handshake_hook,
+    }
 }
 
 impl Actor {
@@ -165,6 +174,12 @@ impl Actor {
     }
 
     async fn handle(&mut self, event: Event) {
+        if let Event::Handshake { info, reply } = event {
+            let verdict = self.handshake(info).await;
+            // The client may have given up meanwhile; nobody to tell then.
+            let _ = reply.send(verdict);
+            return;
+        }
         let conns = &mut self.store.data_mut().conns;
         let (call, span) = match event {
             Event::Open {
@@ -199,6 +214,7 @@ impl Actor {
                 let Some(entry) = conns.get(&id) else { return };
                 (Call::Error(id, error), entry.span.clone())
             }
+            Event::Handshake { .. } => unreachable!("handled above"),
             Event::Closed { id, code, reason } => {
                 // Removed first: during on-close the connection is no longer listed. An
                 // id that is already gone was dropped after a trap; its instance never
@@ -213,25 +229,15 @@ impl Actor {
     }
 
     async fn call(&mut self, call: Call) {
-        self.store.data_mut().call_started = Some(Instant::now());
-        self.store.set_epoch_deadline(1);
+        self.start_call();
+        let guest = &self.instance.controller;
+        let store = &mut self.store;
         let result = match &call {
-            Call::Open(id) => self.instance.call_on_open(&mut self.store, *id).await,
-            Call::Message(id, msg) => {
-                self.instance
-                    .call_on_message(&mut self.store, *id, msg)
-                    .await
-            }
-            Call::Error(id, error) => {
-                self.instance
-                    .call_on_error(&mut self.store, *id, error)
-                    .await
-            }
-            Call::Close(id, code, reason) => {
-                self.instance
-                    .call_on_close(&mut self.store, *id, *code, reason)
-                    .await
-            }
+            Call::Open(id) => guest.call_on_open(store, *id).await,
+            Call::Message(id, msg) => guest.call_on_message(store, *id, msg).await,
+            Call::Error(id, error) => guest.call_on_error(store, *id, error).await,
+            Call::Close(id, code, reason) => guest.call_on_close(store, *id, *code, reason).await,
+            Call::Handshake(_) => unreachable!("handshakes go through `handshake`"),
         };
         self.store.data_mut().call_started = None;
         if let Err(error) = result {
@@ -239,11 +245,55 @@ impl Actor {
         }
     }
 
+    /// Arms the per-call deadline.
+    fn start_call(&mut self) {
+        self.store.data_mut().call_started = Some(Instant::now());
+        self.store.set_epoch_deadline(1);
+    }
+
+    /// Runs `on-handshake` for a request; returns the final attributes or the refusal.
+    async fn handshake(
+        &mut self,
+        mut info: ConnectionInfo,
+    ) -> Result<Vec<(String, String)>, Rejection> {
+        if self.instance.handshake.is_none() {
+            return Ok(info.attributes);
+        }
+        let request = HandshakeRequest {
+            path: info.path.clone(),
+            query: info.query.clone(),
+            headers: info.headers.clone(),
+            remote_addr: info.remote_addr.clone(),
+            protocol: info.protocol.clone(),
+            attributes: info.attributes.clone(),
+        };
+        self.start_call();
+        let hook = self.instance.handshake.as_ref().expect("checked above");
+        let result = hook.call_on_handshake(&mut self.store, &request).await;
+        self.store.data_mut().call_started = None;
+        match result {
+            Ok(Ok(added)) => {
+                for (name, value) in added {
+                    set_attribute(&mut info.attributes, name, value);
+                }
+                Ok(info.attributes)
+            }
+            Ok(Err(response)) => Err(refusal(response)),
+            Err(error) => {
+                self.recover(&Call::Handshake(info.id), &error).await;
+                Err(Rejection::new(500, "controller error"))
+            }
+        }
+    }
+
     /// After a trap: close the offending connection with 1011 and swap in a fresh
     /// instance that inherits the connection table.
     async fn recover(&mut self, call: &Call, error: &wasmtime::Error) {
-        let (Call::Open(id) | Call::Message(id, _) | Call::Error(id, _) | Call::Close(id, ..)) =
-            call;
+        let (Call::Open(id)
+        | Call::Message(id, _)
+        | Call::Error(id, _)
+        | Call::Close(id, ..)
+        | Call::Handshake(id)) = call;
         let conns = &mut self.store.data_mut().conns;
         let route = conns
             .get(id)
@@ -269,6 +319,25 @@ impl Actor {
     }
 }
 
+/// The HTTP refusal a guest's `on-handshake` asked for; statuses outside 400-599 are
+/// not refusals, so they become 500.
+fn refusal(response: HandshakeResponse) -> Rejection {
+    let status = if (400..=599).contains(&response.status) {
+        response.status
+    } else {
+        tracing::warn!(
+            status = response.status,
+            "on-handshake refused with a status that is not an HTTP error; answering 500"
+        );
+        500
+    };
+    let mut rejection = Rejection::new(status, response.body);
+    for (name, value) in response.headers {
+        rejection = rejection.with_header(&name, value);
+    }
+    rejection
+}
+
 /// Instantiates `loaded` with `conns` as the connection table, retrying with backoff
 /// while instantiation fails (it succeeded once at load time, so failures are
 /// transient, e.g. memory pressure). Events wait in the queue meanwhile.
@@ -276,13 +345,13 @@ async fn instantiate_with_retry(
     runtime: &Runtime,
     loaded: &Loaded,
     mut conns: BTreeMap<ConnectionId, ConnEntry>,
-) -> (Store<HostState>, Controller) {
+) -> (Store<HostState>, Instance) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let mut state = HostState::new(loaded.name.clone());
         state.conns = conns;
         let mut store = runtime.new_store(&loaded.name, state);
-        match loaded.pre.instantiate_async(&mut store).await {
+        match loaded.instantiate(&mut store).await {
             Ok(instance) => return (store, instance),
             Err(error) => {
                 tracing::error!(error = %format!("{error:#}"), retry_in = ?backoff, "cannot instantiate controller");

@@ -1,9 +1,13 @@
-//! The generated wasmtime bindings for the `controller` world, kept private to this
-//! module tree: the rest of the host sees only the names re-exported here.
+//! The generated wasmtime bindings, kept private to this module tree: the rest of the
+//! host sees only the names re-exported here.
 //!
 //! Exports are async so a call can yield at epoch ticks (a spinning guest must not hold a
 //! tokio worker); host imports are sync because every one of them only enqueues or reads
 //! host memory and never waits.
+//!
+//! Optional capabilities are generated from the larger worlds that add them, reusing the
+//! base world's types, and looked up per component: a component that lacks an optional
+//! export simply does not get that capability.
 
 mod generated {
     wasmtime::component::bindgen!({
@@ -13,9 +17,25 @@ mod generated {
     });
 }
 
+mod with_handshake {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "controller-with-handshake",
+        exports: { default: async },
+        with: {
+            "wshost:controller/types": super::generated::wshost::controller::types,
+            "wshost:controller/host": super::generated::wshost::controller::host,
+        },
+    });
+}
+
 pub(crate) use generated::wshost::controller::host::{Host, add_to_linker};
 pub(crate) use generated::wshost::controller::types::{
     ConnectionInfo as WitConnectionInfo, Host as TypesHost, LogLevel, Message as WitMessage,
     SendError,
 };
 pub(crate) use generated::{Controller, ControllerPre};
+pub(crate) use with_handshake::exports::wshost::controller::handshake::{
+    Guest as HandshakeGuest, GuestIndices as HandshakeIndices, Request as HandshakeRequest,
+    Response as HandshakeResponse,
+};

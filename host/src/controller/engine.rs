@@ -14,7 +14,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Cache, CacheConfig, Config, Engine, Store};
 
 use super::actor::HostState;
-use super::bindings::{self, ControllerPre};
+use super::bindings::{self, Controller, ControllerPre, HandshakeGuest, HandshakeIndices};
 use super::build_step::{self, BuildError};
 use crate::config::ControllerSpec;
 
@@ -22,6 +22,9 @@ use crate::config::ControllerSpec;
 /// each tick (so a spinning controller never holds a worker thread) and its deadline is
 /// checked then.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The export name of the optional handshake interface.
+const HANDSHAKE_EXPORT: &str = "wshost:controller/handshake@0.1.0";
 
 /// Why a controller could not be loaded. Each variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +100,37 @@ pub(crate) struct Loaded {
     pub(crate) name: Arc<str>,
     pub(crate) path: PathBuf,
     pub(crate) pre: ControllerPre<HostState>,
+    /// Present when the component exports the optional `handshake` interface.
+    pub(crate) handshake: Option<HandshakeIndices>,
+}
+
+/// One live instance: the world's exports and the optional ones it has.
+pub(crate) struct Instance {
+    pub(crate) controller: Controller,
+    pub(crate) handshake: Option<HandshakeGuest>,
+}
+
+impl Loaded {
+    /// Instantiates into `store`, resolving the optional exports.
+    pub(crate) async fn instantiate(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Instance> {
+        let instance = self
+            .pre
+            .instance_pre()
+            .instantiate_async(&mut *store)
+            .await?;
+        let controller = Controller::new(&mut *store, &instance)?;
+        let handshake = match &self.handshake {
+            Some(indices) => Some(indices.load(&mut *store, &instance)?),
+            None => None,
+        };
+        Ok(Instance {
+            controller,
+            handshake,
+        })
+    }
 }
 
 impl Runtime {
@@ -161,10 +195,29 @@ impl Runtime {
         let pre = tokio::task::spawn_blocking(move || this.compile(&controller, &path, &bytes))
             .await
             .map_err(|e| LoadError::Engine(format!("compile task failed: {e}")))??;
+        // The optional `handshake` export: absent is fine, present with the wrong
+        // shape is an error like any other world mismatch.
+        let handshake = if pre
+            .instance_pre()
+            .component()
+            .get_export_index(None, HANDSHAKE_EXPORT)
+            .is_some()
+        {
+            Some(
+                HandshakeIndices::new(pre.instance_pre()).map_err(|e| LoadError::World {
+                    name: spec.name.clone(),
+                    path: spec.wasm.clone(),
+                    detail: format!("{e:#}"),
+                })?,
+            )
+        } else {
+            None
+        };
         let loaded = Loaded {
             name,
             path: spec.wasm.clone(),
             pre,
+            handshake,
         };
         self.trial_instantiate(&loaded).await?;
         Ok(loaded)
@@ -205,8 +258,7 @@ impl Runtime {
     async fn trial_instantiate(&self, loaded: &Loaded) -> Result<(), LoadError> {
         let mut store = self.new_store(&loaded.name, HostState::new(loaded.name.clone()));
         loaded
-            .pre
-            .instantiate_async(&mut store)
+            .instantiate(&mut store)
             .await
             .map(drop)
             .map_err(|e| LoadError::Instantiate {

@@ -16,13 +16,14 @@ mod stdio;
 
 use std::sync::Arc;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
 pub use build_step::BuildError;
 pub use engine::{LoadError, Runtime};
 
 use crate::config::ControllerSpec;
+use crate::handshake::Rejection;
 
 /// Events a controller's queue holds at most before connection tasks stop reading
 /// their sockets (TCP backpressure).
@@ -78,6 +79,13 @@ pub enum Event {
         id: ConnectionId,
         /// Human-readable description.
         error: String,
+    },
+    /// An upgrade request waits for the controller's `on-handshake` verdict.
+    Handshake {
+        /// The connection-to-be (its id is not open yet).
+        info: ConnectionInfo,
+        /// Where the verdict goes: the final attributes, or the refusal.
+        reply: oneshot::Sender<Result<Vec<(String, String)>, Rejection>>,
     },
     /// The connection is gone; the last event of a connection.
     Closed {
@@ -157,9 +165,33 @@ impl OutboundHandle {
 pub struct ControllerHandle {
     name: Arc<str>,
     events: mpsc::Sender<Event>,
+    handshake_hook: bool,
 }
 
 impl ControllerHandle {
+    /// Whether the component exports the optional `handshake` interface.
+    pub fn has_handshake_hook(&self) -> bool {
+        self.handshake_hook
+    }
+
+    /// Asks the controller's `on-handshake` about a request whose filters passed.
+    /// Returns the connection's final attributes, or the refusal to answer.
+    pub async fn handshake(
+        &self,
+        info: &ConnectionInfo,
+    ) -> Result<Vec<(String, String)>, Rejection> {
+        let (reply, verdict) = oneshot::channel();
+        let gone = || Rejection::new(503, "controller unavailable");
+        self.events
+            .send(Event::Handshake {
+                info: info.clone(),
+                reply,
+            })
+            .await
+            .map_err(|_| gone())?;
+        verdict.await.map_err(|_| gone())?
+    }
+
     /// The controller's name (for logs).
     pub fn name(&self) -> &str {
         &self.name
@@ -181,6 +213,7 @@ pub async fn start_all(
     for spec in specs {
         let loaded = runtime.load(spec).await?;
         handles.push(actor::spawn(runtime.clone(), loaded));
+        tracing::info!(controller = %spec.name, wasm = %spec.wasm.display(), "controller loaded");
     }
     Ok(handles)
 }

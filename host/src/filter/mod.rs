@@ -1,0 +1,324 @@
+//! Request filters: checks that run on an upgrade request after it is routed and before
+//! the `101`, each of which may refuse it with an HTTP answer or add attributes the
+//! controller will see.
+//!
+//! Order: the global `[[filter]]` entries in file order (each only for paths its `match`
+//! accepts), then the route's own `filters` in order; the first refusal ends the request.
+//! A route's filters run only for requests that route serves. Kinds: `deny`, `origin`,
+//! `bearer`, `authorize`, `header`, `rate-limit`; each kind's keys are documented on its
+//! type and in the README.
+
+mod bearer;
+mod origin;
+pub mod proxy;
+mod rate_limit;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Deserialize;
+
+pub use bearer::BearerFilter;
+pub use origin::OriginFilter;
+pub use rate_limit::RateLimit;
+
+use crate::handshake::{Rejection, Request};
+use proxy::Client;
+
+/// One configured filter.
+#[derive(Debug)]
+pub enum Filter {
+    /// Refuse with a fixed answer.
+    Deny {
+        /// HTTP status (default 403).
+        status: u16,
+        /// Body (default "Forbidden").
+        body: String,
+    },
+    /// Allow only listed origins.
+    Origin(OriginFilter),
+    /// Authenticate a bearer token.
+    Bearer(Box<BearerFilter>),
+    /// Require a user, and optionally claim values.
+    Authorize(Authorize),
+    /// Require a header value and/or copy a header into an attribute.
+    Header(HeaderFilter),
+    /// Limit new connections per client address.
+    RateLimit(RateLimit),
+}
+
+/// `kind = "authorize"`: requires a `user` attribute (401 without), and for each entry
+/// of `claims`, that attribute `claims.NAME` holds one of the listed values (403
+/// otherwise; a JSON array claim passes if any element is listed).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authorize {
+    #[serde(default)]
+    claims: BTreeMap<String, Vec<String>>,
+}
+
+/// `kind = "header"`: `name` (required) is the header; `equals` or `one-of` restrict its
+/// value, `required` (default: true when a value is restricted) refuses requests
+/// without it, with `status` (default 403); `attribute` copies its value into that
+/// attribute when present.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HeaderFilter {
+    name: String,
+    equals: Option<String>,
+    one_of: Option<Vec<String>>,
+    required: Option<bool>,
+    attribute: Option<String>,
+    status: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+enum RawFilter {
+    Deny(RawDeny),
+    Origin(origin::Raw),
+    Bearer(bearer::Raw),
+    Authorize(Authorize),
+    Header(HeaderFilter),
+    RateLimit(rate_limit::Raw),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeny {
+    status: Option<u16>,
+    body: Option<String>,
+}
+
+/// What a filter sees and may change.
+pub struct Check<'a> {
+    /// The request.
+    pub request: &'a Request,
+    /// The effective client.
+    pub client: &'a Client,
+    /// Attributes so far; filters add to them.
+    pub attributes: &'a mut Vec<(String, String)>,
+    /// The time of the check (for rate limits).
+    pub now: Instant,
+}
+
+impl Filter {
+    /// Builds a filter from its routes.toml table (`kind` plus the kind's keys); file
+    /// paths inside are relative to `base`. The error names the key at fault.
+    pub fn from_toml(value: toml::Value, base: &Path) -> Result<Self, String> {
+        let raw: RawFilter = value
+            .try_into()
+            .map_err(|e: toml::de::Error| e.message().to_owned())?;
+        Ok(match raw {
+            RawFilter::Deny(d) => {
+                let status = d.status.unwrap_or(403);
+                if !(400..=599).contains(&status) {
+                    return Err(format!(
+                        "`status`: {status} is not an HTTP error status (400-599)"
+                    ));
+                }
+                Self::Deny {
+                    status,
+                    body: d.body.unwrap_or_else(|| "Forbidden".to_owned()),
+                }
+            }
+            RawFilter::Origin(o) => Self::Origin(OriginFilter::new(o)?),
+            RawFilter::Bearer(b) => Self::Bearer(Box::new(BearerFilter::new(b, base)?)),
+            RawFilter::Authorize(a) => Self::Authorize(a),
+            RawFilter::Header(h) => {
+                if h.status.is_some_and(|s| !(400..=599).contains(&s)) {
+                    return Err("`status` must be an HTTP error status (400-599)".to_owned());
+                }
+                Self::Header(HeaderFilter {
+                    name: h.name.to_ascii_lowercase(),
+                    ..h
+                })
+            }
+            RawFilter::RateLimit(r) => Self::RateLimit(RateLimit::new(r)?),
+        })
+    }
+
+    /// Runs the filter.
+    pub fn check(&self, cx: &mut Check<'_>) -> Result<(), Rejection> {
+        match self {
+            Self::Deny { status, body } => Err(Rejection::new(*status, body.clone())),
+            Self::Origin(f) => f.check(cx.request.header("origin")),
+            Self::Bearer(f) => f.check(cx.request, cx.attributes),
+            Self::Authorize(f) => f.check(cx.attributes),
+            Self::Header(f) => f.check(cx.request, cx.attributes),
+            Self::RateLimit(f) => f.check(cx.client.ip, cx.now),
+        }
+    }
+}
+
+impl Authorize {
+    fn check(&self, attributes: &[(String, String)]) -> Result<(), Rejection> {
+        if attribute(attributes, "user").is_none() {
+            return Err(Rejection::new(401, "authentication required")
+                .with_header("WWW-Authenticate", "Bearer"));
+        }
+        for (claim, allowed) in &self.claims {
+            let value = attribute(attributes, &format!("claims.{claim}"));
+            let ok = value.is_some_and(|v| match serde_json::from_str::<Vec<String>>(v) {
+                Ok(list) => list.iter().any(|item| allowed.contains(item)),
+                Err(_) => allowed.iter().any(|a| a == v),
+            });
+            if !ok {
+                return Err(Rejection::new(403, "not authorized"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl HeaderFilter {
+    fn check(
+        &self,
+        request: &Request,
+        attributes: &mut Vec<(String, String)>,
+    ) -> Result<(), Rejection> {
+        let value = request.header(&self.name);
+        let restricted = self.equals.is_some() || self.one_of.is_some();
+        let refuse = || {
+            Err(Rejection::new(
+                self.status.unwrap_or(403),
+                format!("header `{}` missing or not allowed", self.name),
+            ))
+        };
+        match value {
+            None if self.required.unwrap_or(restricted) => return refuse(),
+            None => return Ok(()),
+            Some(v) => {
+                let listed = self.equals.as_deref().is_none_or(|e| e == v)
+                    && self
+                        .one_of
+                        .as_ref()
+                        .is_none_or(|list| list.iter().any(|e| e == v));
+                if !listed {
+                    return refuse();
+                }
+                if let Some(name) = &self.attribute {
+                    set_attribute(attributes, name.clone(), v.to_owned());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sets `name` to `value`, replacing an earlier value.
+pub(crate) fn set_attribute(attributes: &mut Vec<(String, String)>, name: String, value: String) {
+    match attributes.iter_mut().find(|(k, _)| *k == name) {
+        Some(slot) => slot.1 = value,
+        None => attributes.push((name, value)),
+    }
+}
+
+fn attribute<'a>(attributes: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    attributes
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(toml_text: &str) -> Result<Filter, String> {
+        let value: toml::Value = toml::from_str(toml_text).unwrap();
+        Filter::from_toml(value, Path::new("/nonexistent"))
+    }
+
+    fn run(
+        f: &Filter,
+        headers: &[(&str, &str)],
+        attrs: &mut Vec<(String, String)>,
+    ) -> Result<(), Rejection> {
+        let request = Request {
+            method: "GET".to_owned(),
+            path: "/".to_owned(),
+            query: String::new(),
+            minor_version: 1,
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        let client = Client {
+            ip: "127.0.0.1".parse().unwrap(),
+            display: "127.0.0.1:1".to_owned(),
+        };
+        f.check(&mut Check {
+            request: &request,
+            client: &client,
+            attributes: attrs,
+            now: Instant::now(),
+        })
+    }
+
+    #[test]
+    fn unknown_kinds_and_keys_are_named() {
+        assert!(
+            filter("kind = 'nope'")
+                .unwrap_err()
+                .contains("unknown variant `nope`")
+        );
+        assert!(
+            filter("kind = 'origin'\nalow = []")
+                .unwrap_err()
+                .contains("unknown field `alow`")
+        );
+        assert!(
+            filter("kind = 'deny'\nstatus = 200")
+                .unwrap_err()
+                .contains("`status`")
+        );
+        assert!(
+            filter("kind = 'bearer'")
+                .unwrap_err()
+                .contains("`algorithm`")
+        );
+        assert!(
+            filter("kind = 'bearer'\nalgorithm = 'none'")
+                .unwrap_err()
+                .contains("not supported")
+        );
+    }
+
+    #[test]
+    fn deny_answers_its_status_and_body() {
+        let f = filter("kind = 'deny'\nstatus = 451\nbody = 'gone'").unwrap();
+        let r = run(&f, &[], &mut vec![]).unwrap_err();
+        assert_eq!((r.status, r.body.as_str()), (451, "gone"));
+    }
+
+    #[test]
+    fn authorize_needs_a_user_and_listed_claims() {
+        let f = filter("kind = 'authorize'\nclaims = { role = ['admin'] }").unwrap();
+        assert_eq!(run(&f, &[], &mut vec![]).unwrap_err().status, 401);
+        let mut attrs = vec![("user".to_owned(), "ann".to_owned())];
+        assert_eq!(run(&f, &[], &mut attrs).unwrap_err().status, 403);
+        attrs.push(("claims.role".to_owned(), "admin".to_owned()));
+        assert!(run(&f, &[], &mut attrs).is_ok());
+        attrs[1].1 = r#"["user","admin"]"#.to_owned();
+        assert!(run(&f, &[], &mut attrs).is_ok());
+    }
+
+    #[test]
+    fn header_requires_and_copies() {
+        let f = filter("kind = 'header'\nname = 'X-Key'\none-of = ['a', 'b']\nattribute = 'key'")
+            .unwrap();
+        assert_eq!(run(&f, &[], &mut vec![]).unwrap_err().status, 403);
+        assert_eq!(
+            run(&f, &[("x-key", "c")], &mut vec![]).unwrap_err().status,
+            403
+        );
+        let mut attrs = vec![];
+        assert!(run(&f, &[("x-key", "b")], &mut attrs).is_ok());
+        assert_eq!(attrs, [("key".to_owned(), "b".to_owned())]);
+        let copy_only = filter("kind = 'header'\nname = 'x-tenant'\nattribute = 'tenant'").unwrap();
+        assert!(run(&copy_only, &[], &mut vec![]).is_ok());
+    }
+}

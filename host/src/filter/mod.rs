@@ -78,7 +78,7 @@ pub struct HeaderFilter {
 enum RawFilter {
     Deny(RawDeny),
     Origin(origin::Raw),
-    Bearer(bearer::Raw),
+    Bearer(Box<bearer::Raw>),
     Authorize(Authorize),
     Header(HeaderFilter),
     RateLimit(rate_limit::Raw),
@@ -124,7 +124,7 @@ impl Filter {
                 }
             }
             RawFilter::Origin(o) => Self::Origin(OriginFilter::new(o)?),
-            RawFilter::Bearer(b) => Self::Bearer(Box::new(BearerFilter::new(b, base)?)),
+            RawFilter::Bearer(b) => Self::Bearer(Box::new(BearerFilter::new(*b, base)?)),
             RawFilter::Authorize(a) => Self::Authorize(a),
             RawFilter::Header(h) => {
                 if h.status.is_some_and(|s| !(400..=599).contains(&s)) {

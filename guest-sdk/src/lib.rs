@@ -43,12 +43,32 @@ pub mod bindings {
     });
 }
 
+/// Bindings of the `controller-with-handshake` world, sharing the base world's types.
+#[doc(hidden)]
+pub mod bindings_handshake {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "controller-with-handshake",
+        pub_export_macro: true,
+        export_macro_name: "__wshost_export_world_with_handshake",
+        default_bindings_module: "::wshost_guest::bindings_handshake",
+        runtime_path: "::wshost_guest::wit_bindgen::rt",
+        with: {
+            "wshost:controller/types@0.1.0": crate::bindings::wshost::controller::types,
+            "wshost:controller/host@0.1.0": crate::bindings::wshost::controller::host,
+        },
+    });
+}
+
 /// The wit-bindgen version this SDK uses, for controllers that want to add their own
 /// bindings without a second dependency.
 pub use wit_bindgen;
 
 use bindings::wshost::controller::host;
 pub use bindings::wshost::controller::types::{ConnectionInfo, LogLevel, Message, SendError};
+pub use bindings_handshake::exports::wshost::controller::handshake::{
+    Request as HandshakeRequest, Response as HandshakeResponse,
+};
 
 /// The event handlers of a controller. All default to doing nothing.
 ///
@@ -74,6 +94,37 @@ pub trait Controller {
     /// A protocol or I/O error happened; `on_close` follows.
     fn on_error(conn: Connection, error: String) {
         let _ = (conn, error);
+    }
+}
+
+/// The optional handshake hook: the controller's own check of an upgrade request,
+/// run after the host's filters. Export it with `export!(MyController, handshake)`.
+pub trait Handshake {
+    /// Accept, returning attributes to add to the connection (they show in
+    /// [`ConnectionInfo::attributes`]), or refuse with an HTTP answer.
+    fn on_handshake(request: HandshakeRequest) -> Result<Vec<(String, String)>, HandshakeResponse>;
+}
+
+impl HandshakeRequest {
+    /// The value of attribute `name` (e.g. `user`, `claims.room`, `match.1`).
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        find(&self.attributes, name)
+    }
+
+    /// The first value of request header `name` (compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find(&self.headers, &name.to_ascii_lowercase())
+    }
+}
+
+impl HandshakeResponse {
+    /// A refusal with `status` and a plain-text `body`.
+    pub fn new(status: u16, body: &str) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: body.to_owned(),
+        }
     }
 }
 
@@ -165,38 +216,73 @@ pub fn log(level: LogLevel, msg: &str) {
 /// Exports a [`Controller`] implementation as the component's `controller` world.
 ///
 /// Use it once per crate, at the top level: `wshost_guest::export!(MyController);`.
+/// A type that also implements [`Handshake`] is exported with its hook by
+/// `wshost_guest::export!(MyController, handshake);` (world `controller-with-handshake`).
 #[macro_export]
 macro_rules! export {
     ($controller:ty) => {
         const _: () = {
             struct __WshostGuest;
-
-            impl $crate::bindings::Guest for __WshostGuest {
-                fn on_open(conn: u64) {
-                    <$controller as $crate::Controller>::on_open($crate::Connection::from_id(conn));
-                }
-                fn on_message(conn: u64, msg: $crate::Message) {
-                    <$controller as $crate::Controller>::on_message(
-                        $crate::Connection::from_id(conn),
-                        msg,
-                    );
-                }
-                fn on_close(conn: u64, code: u16, reason: ::std::string::String) {
-                    <$controller as $crate::Controller>::on_close(
-                        $crate::Connection::from_id(conn),
-                        code,
-                        reason,
-                    );
-                }
-                fn on_error(conn: u64, error: ::std::string::String) {
-                    <$controller as $crate::Controller>::on_error(
-                        $crate::Connection::from_id(conn),
-                        error,
-                    );
-                }
-            }
-
+            $crate::__forward_events!($crate::bindings::Guest, $controller, __WshostGuest);
     $crate::bindings::__wshost_export_world!(__WshostGuest with_types_in $crate::bindings);
         };
+    };
+    ($controller:ty, handshake) => {
+        const _: () = {
+            struct __WshostGuest;
+            $crate::__forward_events!(
+                $crate::bindings_handshake::Guest,
+                $controller,
+                __WshostGuest
+            );
+            impl $crate::bindings_handshake::exports::wshost::controller::handshake::Guest
+                for __WshostGuest
+            {
+                fn on_handshake(
+                    request: $crate::HandshakeRequest,
+                ) -> ::std::result::Result<
+                    ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                    $crate::HandshakeResponse,
+                > {
+                    <$controller as $crate::Handshake>::on_handshake(request)
+                }
+            }
+            $crate::bindings_handshake::__wshost_export_world_with_handshake!(
+                __WshostGuest with_types_in $crate::bindings_handshake
+            );
+        };
+    };
+}
+
+/// Implements a world's event exports (trait `$world_guest`) for `$guest` by forwarding
+/// to `$controller`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __forward_events {
+    ($world_guest:path, $controller:ty, $guest:ident) => {
+        impl $world_guest for $guest {
+            fn on_open(conn: u64) {
+                <$controller as $crate::Controller>::on_open($crate::Connection::from_id(conn));
+            }
+            fn on_message(conn: u64, msg: $crate::Message) {
+                <$controller as $crate::Controller>::on_message(
+                    $crate::Connection::from_id(conn),
+                    msg,
+                );
+            }
+            fn on_close(conn: u64, code: u16, reason: ::std::string::String) {
+                <$controller as $crate::Controller>::on_close(
+                    $crate::Connection::from_id(conn),
+                    code,
+                    reason,
+                );
+            }
+            fn on_error(conn: u64, error: ::std::string::String) {
+                <$controller as $crate::Controller>::on_error(
+                    $crate::Connection::from_id(conn),
+                    error,
+                );
+            }
+        }
     };
 }

@@ -1,7 +1,8 @@
 //! A test-only controller that shows the host's view through text commands, so the
 //! integration tests can check what a guest sees. Not an example to copy.
 //!
-//! On open it sends `open {id}`. Commands (text): `panic`; `info`; `connections`;
+//! On open it sends `open {id}`. Commands (text): `panic`; `info`; `info-json` (the
+//! connection info as a JSON object; `attributes` as an object); `connections`;
 //! `close {code} {reason}`; `count` (messages this instance handled); `log {msg}` (host
 //! log + stdout + stderr, replies `logged`); `broadcast {msg}`. Anything else is echoed.
 //! On close it broadcasts `closed {id} {code} {reason}` to the connections left.
@@ -31,6 +32,27 @@ fn info_text(conn: Connection) -> String {
     lines.join("\n")
 }
 
+fn info_json(conn: Connection) -> String {
+    let Some(info) = conn.info() else {
+        return "null".to_owned();
+    };
+    let attributes: serde_json::Map<String, serde_json::Value> = info
+        .attributes
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().into()))
+        .collect();
+    serde_json::json!({
+        "id": info.id,
+        "path": info.path,
+        "query": info.query,
+        "protocol": info.protocol,
+        "remote_addr": info.remote_addr,
+        "headers": info.headers,
+        "attributes": attributes,
+    })
+    .to_string()
+}
+
 impl Controller for Probe {
     fn on_open(conn: Connection) {
         let _ = conn.send_text(&format!("open {}", conn.id()));
@@ -47,6 +69,9 @@ impl Controller for Probe {
             "panic" => panic!("probe asked to panic"),
             "info" => {
                 let _ = conn.send_text(&info_text(conn));
+            }
+            "info-json" => {
+                let _ = conn.send_text(&info_json(conn));
             }
             "connections" => {
                 let ids: Vec<String> = connections().iter().map(|c| c.id().to_string()).collect();

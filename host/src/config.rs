@@ -43,6 +43,9 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Default time a client has to send its complete request head, in milliseconds.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 
+/// Default longest wait for connections to close on shutdown, in milliseconds.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
+
 /// A validated routes.toml.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -62,6 +65,8 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// Time a client has to send its complete request head.
     pub handshake_timeout: Duration,
+    /// Longest a graceful shutdown waits for connections to close.
+    pub shutdown_timeout: Duration,
 }
 
 /// A `[[filter]]` entry: a filter and the paths it applies to.
@@ -159,6 +164,7 @@ struct RawConfig {
     trusted_proxies: Vec<Spanned<String>>,
     max_header_bytes: Option<usize>,
     handshake_timeout_ms: Option<u64>,
+    shutdown_timeout_ms: Option<u64>,
     #[serde(default)]
     controllers: BTreeMap<String, Spanned<RawController>>,
     #[serde(default)]
@@ -388,6 +394,10 @@ impl Config {
             handshake_timeout: Duration::from_millis(
                 raw.handshake_timeout_ms
                     .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_MS),
+            ),
+            shutdown_timeout: Duration::from_millis(
+                raw.shutdown_timeout_ms
+                    .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_MS),
             ),
         })
     }

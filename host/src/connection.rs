@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -29,12 +30,19 @@ use crate::controller::{
 /// How long to wait for the peer's answer after sending a close frame.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Close code and reason sent to every client when the server shuts down.
+const SHUTDOWN_CLOSE: (u16, &str) = (1001, "server shutting down");
+
 /// Close code and reason used when the outbound queue overflows.
 const OVERFLOW_CLOSE: (u16, &str) = (1008, "outbound queue full");
 
 /// Serves one upgraded connection until it is closed, then reports `Closed`.
-pub async fn run<S>(ws: WebSocketStream<S>, info: Arc<ConnectionInfo>, controller: ControllerHandle)
-where
+pub async fn run<S>(
+    ws: WebSocketStream<S>,
+    info: Arc<ConnectionInfo>,
+    controller: ControllerHandle,
+    mut shutdown: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let id = info.id;
@@ -125,6 +133,12 @@ where
                     close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
                 }
             },
+            () = stopping(&mut shutdown), if close_deadline.is_none() => {
+                let (code, reason) = SHUTDOWN_CLOSE;
+                let _ = sink.send(close_message(code, reason)).await;
+                closed_with.get_or_insert((code, reason.to_owned()));
+                close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+            }
             () = queue.overflow.notified(), if close_deadline.is_none() => {
                 let (code, reason) = OVERFLOW_CLOSE;
                 tracing::warn!("outbound queue full; closing the slow client");
@@ -165,6 +179,13 @@ fn error_close_code(error: &WsError) -> (u16, &'static str) {
         )
         | WsError::Io(_) => (1006, ""),
         _ => (1002, "protocol error"),
+    }
+}
+
+/// Completes once the server starts shutting down (never, if the sender is gone).
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    if shutdown.wait_for(|stopping| *stopping).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

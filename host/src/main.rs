@@ -81,7 +81,20 @@ async fn run(routes: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> 
     writeln!(stdout, "wshost listening on ws://{bound}")?;
     stdout.flush()?;
     tracing::info!(%bound, "listening");
-    server.serve(listener, shutdown_signal()).await;
+    // The first signal starts a graceful shutdown; a second one ends the process at once.
+    let (first, stop) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = first.send(());
+        shutdown_signal().await;
+        tracing::warn!("second signal: exiting without waiting");
+        std::process::exit(130);
+    });
+    server
+        .serve(listener, async {
+            let _ = stop.await;
+        })
+        .await;
     Ok(())
 }
 

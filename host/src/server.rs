@@ -3,15 +3,22 @@
 //!
 //! [`Server::start`] loads every controller before anything listens, so a broken
 //! controller fails the start instead of the first request. [`Server::serve`] takes an
-//! already-bound listener (tests bind port 0) and a shutdown future.
+//! already-bound listener (tests bind port 0) and a shutdown future (embedders pass any
+//! future; the binary passes SIGINT/SIGTERM).
+//!
+//! Graceful shutdown, once that future completes: keep accepting, but answer every new
+//! request `503`; ask every open connection to close with 1001 "server shutting down";
+//! return when all of them are closed, or when `shutdown-timeout-ms` has passed, logging
+//! how many were cut off.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::Instrument;
@@ -27,17 +34,46 @@ pub struct Server {
     config: Config,
     controllers: Vec<ControllerHandle>,
     next_id: AtomicU64,
+    /// `true` once shutdown started; connections watch it.
+    shutdown: watch::Sender<bool>,
+    /// Upgraded connections still running.
+    active: AtomicUsize,
+    /// Notified whenever `active` drops to zero.
+    idle: Notify,
+    /// Hot reload of changed controller files; `None` if the watcher could not start.
+    _reload: Option<controller::ReloadWatcher>,
+}
+
+/// Counts a connection as active for as long as it lives.
+struct ActiveGuard<'a>(&'a Server);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl Server {
-    /// Builds and loads every controller of `config` and starts their actors.
+    /// Builds and loads every controller of `config`, starts their actors, and starts
+    /// watching their files for hot reload.
     pub async fn start(config: Config) -> Result<Arc<Self>, LoadError> {
         let runtime = Runtime::new()?;
         let controllers = controller::start_all(&runtime, &config.controllers).await?;
+        let reload = controller::watch(runtime, config.controllers.clone(), controllers.clone())
+            .map_err(
+                |error| tracing::warn!(%error, "cannot watch controller files; hot reload is off"),
+            )
+            .ok();
         Ok(Arc::new(Self {
             config,
             controllers,
             next_id: AtomicU64::new(1),
+            shutdown: watch::Sender::new(false),
+            active: AtomicUsize::new(0),
+            idle: Notify::new(),
+            _reload: reload,
         }))
     }
 
@@ -46,13 +82,26 @@ impl Server {
         &self.config
     }
 
-    /// Accepts connections on `listener` until `shutdown` completes.
+    /// Accepts connections on `listener` until `shutdown` completes, then drains them
+    /// (see the module docs) and returns.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut deadline = None;
         loop {
             tokio::select! {
-                () = &mut shutdown => {
-                    tracing::info!("shutting down: no longer accepting connections");
+                () = &mut shutdown, if deadline.is_none() => {
+                    let open = self.active.load(Ordering::Acquire);
+                    tracing::info!(open, timeout = ?self.config.shutdown_timeout, "shutting down: closing connections, refusing new ones");
+                    self.shutdown.send_replace(true);
+                    deadline = Some(tokio::time::Instant::now() + self.config.shutdown_timeout);
+                }
+                () = self.all_closed(), if deadline.is_some() => {
+                    tracing::info!("shutdown complete: every connection closed");
+                    return;
+                }
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    let cut = self.active.load(Ordering::Acquire);
+                    tracing::warn!(cut_off = cut, "shutdown deadline reached; cutting off the connections still open");
                     return;
                 }
                 accepted = accept(&listener) => {
@@ -70,6 +119,17 @@ impl Server {
                     tokio::spawn(server.handle_client(stream, peer, id).instrument(span));
                 }
             }
+        }
+    }
+
+    /// Completes when no upgraded connection is left.
+    async fn all_closed(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.active.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
         }
     }
 
@@ -107,8 +167,16 @@ impl Server {
             tracing::debug!(%error, "client left during the upgrade");
             return;
         }
+        self.active.fetch_add(1, Ordering::AcqRel);
+        let _active = ActiveGuard(&self);
         let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, None).await;
-        connection::run(ws, Arc::new(info), controller.clone()).await;
+        connection::run(
+            ws,
+            Arc::new(info),
+            controller.clone(),
+            self.shutdown.subscribe(),
+        )
+        .await;
     }
 
     /// Everything between a parsed request and the `101`: protocol checks and routing,
@@ -120,6 +188,9 @@ impl Server {
         peer: SocketAddr,
         id: u64,
     ) -> Result<(Accepted, ConnectionInfo, &ControllerHandle), Rejection> {
+        if *self.shutdown.borrow() {
+            return Err(Rejection::new(503, "server shutting down"));
+        }
         let accepted = handshake::accept(request, &self.config.routes)?;
         let route = &self.config.routes[accepted.selected.route];
         let controller = &self.controllers[route.controller];
@@ -161,6 +232,13 @@ impl Server {
             info.attributes = controller.handshake(&info).await?;
         }
         Ok((accepted, info, controller))
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -24,7 +25,7 @@ use super::engine::{Instance, Loaded, Runtime};
 use super::stdio::{GuestOutput, Stream};
 use super::{
     ConnectionId, ConnectionInfo, ControllerHandle, EVENT_QUEUE_CAPACITY, Event, Outbound,
-    OutboundHandle,
+    OutboundHandle, Reload,
 };
 use crate::filter::set_attribute;
 use crate::handshake::Rejection;
@@ -136,14 +137,17 @@ struct Actor {
     loaded: Loaded,
     store: Store<HostState>,
     instance: Instance,
+    /// Shared with the handles: whether the current version has a handshake hook.
+    handshake_hook: Arc<AtomicBool>,
 }
 
 /// Starts the actor of a loaded controller and returns the handle connections use.
 pub(crate) fn spawn(runtime: Runtime, loaded: Loaded) -> ControllerHandle {
     let (tx, rx) = mpsc::channel(EVENT_QUEUE_CAPACITY);
     let name = loaded.name.clone();
-    let handshake_hook = loaded.handshake.is_some();
+    let handshake_hook = Arc::new(AtomicBool::new(loaded.handshake.is_some()));
     let span = tracing::info_span!("controller", controller = %name);
+    let hook_flag = handshake_hook.clone();
     tokio::spawn(
         async move {
             let (store, instance) =
@@ -153,6 +157,7 @@ pub(crate) fn spawn(runtime: Runtime, loaded: Loaded) -> ControllerHandle {
                 loaded,
                 store,
                 instance,
+                handshake_hook: hook_flag,
             };
             actor.run(rx).await;
         }
@@ -174,12 +179,16 @@ impl Actor {
     }
 
     async fn handle(&mut self, event: Event) {
-        if let Event::Handshake { info, reply } = event {
-            let verdict = self.handshake(info).await;
-            // The client may have given up meanwhile; nobody to tell then.
-            let _ = reply.send(verdict);
-            return;
-        }
+        let event = match event {
+            Event::Handshake { info, reply } => {
+                let verdict = self.handshake(info).await;
+                // The client may have given up meanwhile; nobody to tell then.
+                let _ = reply.send(verdict);
+                return;
+            }
+            Event::Reload(reload) => return self.swap(reload).await,
+            other => other,
+        };
         let conns = &mut self.store.data_mut().conns;
         let (call, span) = match event {
             Event::Open {
@@ -214,7 +223,7 @@ impl Actor {
                 let Some(entry) = conns.get(&id) else { return };
                 (Call::Error(id, error), entry.span.clone())
             }
-            Event::Handshake { .. } => unreachable!("handled above"),
+            Event::Handshake { .. } | Event::Reload(_) => unreachable!("handled above"),
             Event::Closed { id, code, reason } => {
                 // Removed first: during on-close the connection is no longer listed. An
                 // id that is already gone was dropped after a trap; its instance never
@@ -242,6 +251,37 @@ impl Actor {
         self.store.data_mut().call_started = None;
         if let Err(error) = result {
             self.recover(&call, &error).await;
+        }
+    }
+
+    /// Swaps in a new version: a fresh instance of it inherits the connection table. If
+    /// it cannot be instantiated here after all, the old instance stays.
+    async fn swap(&mut self, reload: Reload) {
+        let Reload { loaded, started } = reload;
+        let mut state = HostState::new(loaded.name.clone());
+        state.conns = std::mem::take(&mut self.store.data_mut().conns);
+        let mut store = self.runtime.new_store(&loaded.name, state);
+        match loaded.instantiate(&mut store).await {
+            Ok(instance) => {
+                let open = store.data().conns.len();
+                self.handshake_hook
+                    .store(loaded.handshake.is_some(), Ordering::Release);
+                self.store = store;
+                self.instance = instance;
+                self.loaded = loaded;
+                tracing::info!(
+                    open_connections = open,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "reloaded"
+                );
+            }
+            Err(error) => {
+                self.store.data_mut().conns = std::mem::take(&mut store.data_mut().conns);
+                tracing::error!(
+                    error = %format!("{error:#}"),
+                    "reload refused: the new version failed to instantiate; the old version keeps serving"
+                );
+            }
         }
     }
 

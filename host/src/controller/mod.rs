@@ -12,15 +12,18 @@ mod bindings;
 mod build_step;
 mod engine;
 mod host_api;
+mod reload;
 mod stdio;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
 pub use build_step::BuildError;
 pub use engine::{LoadError, Runtime};
+pub use reload::{DEBOUNCE, ReloadWatcher, watch};
 
 use crate::config::ControllerSpec;
 use crate::handshake::Rejection;
@@ -87,6 +90,8 @@ pub enum Event {
         /// Where the verdict goes: the final attributes, or the refusal.
         reply: oneshot::Sender<Result<Vec<(String, String)>, Rejection>>,
     },
+    /// A new version of the controller, compiled and checked, to swap in.
+    Reload(Reload),
     /// The connection is gone; the last event of a connection.
     Closed {
         /// The connection.
@@ -96,6 +101,21 @@ pub enum Event {
         /// Close reason.
         reason: String,
     },
+}
+
+/// A verified new version of a controller, on its way to the actor.
+pub struct Reload {
+    loaded: engine::Loaded,
+    /// When the reload started (the file change was noticed), for the log.
+    started: tokio::time::Instant,
+}
+
+impl std::fmt::Debug for Reload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reload")
+            .field("path", &self.loaded.path)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a controller asks a connection task to do.
@@ -165,13 +185,14 @@ impl OutboundHandle {
 pub struct ControllerHandle {
     name: Arc<str>,
     events: mpsc::Sender<Event>,
-    handshake_hook: bool,
+    /// Whether the current version exports `handshake`; a reload may change it.
+    handshake_hook: Arc<AtomicBool>,
 }
 
 impl ControllerHandle {
     /// Whether the component exports the optional `handshake` interface.
     pub fn has_handshake_hook(&self) -> bool {
-        self.handshake_hook
+        self.handshake_hook.load(Ordering::Acquire)
     }
 
     /// Asks the controller's `on-handshake` about a request whose filters passed.

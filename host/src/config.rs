@@ -87,6 +87,10 @@ pub struct ControllerSpec {
     pub wasm: PathBuf,
     /// Shell command run before loading, if any.
     pub build: Option<BuildCommand>,
+    /// The merged `config` tables of the routes using this controller, for `init`.
+    pub config: Vec<(String, String)>,
+    /// (name, pattern) of the routes using this controller.
+    pub routes: Vec<(String, String)>,
 }
 
 /// A shell command that produces a controller's `.wasm`.
@@ -192,6 +196,7 @@ struct RawRoute {
     controller: Spanned<String>,
     #[serde(default)]
     filters: Vec<Spanned<toml::Value>>,
+    config: Option<Spanned<BTreeMap<String, toml::Value>>>,
 }
 
 impl Config {
@@ -362,6 +367,46 @@ impl Config {
                     .as_ref()
                     .map_or_else(|| "*".to_owned(), |p| p.get_ref().clone())
             });
+            let spec = &mut controllers[controller];
+            spec.routes.push((
+                name.clone(),
+                r.pattern
+                    .as_ref()
+                    .map_or_else(|| "*".to_owned(), |p| p.get_ref().clone()),
+            ));
+            if let Some(table) = &r.config {
+                for (k, v) in table.get_ref() {
+                    let value = match v {
+                        toml::Value::String(s) => s.clone(),
+                        toml::Value::Integer(_)
+                        | toml::Value::Float(_)
+                        | toml::Value::Boolean(_) => v.to_string(),
+                        _ => {
+                            return Err(at(
+                                table.span(),
+                                format!(
+                                    "{}: `{k}` must be a string, number or boolean",
+                                    key("config")
+                                ),
+                            ));
+                        }
+                    };
+                    match spec.config.iter().find(|(existing, _)| existing == k) {
+                        Some((_, old)) if *old != value => {
+                            return Err(at(
+                                table.span(),
+                                format!(
+                                    "{}: `{k}` = `{value}` conflicts with `{old}` from another route of controller `{}`",
+                                    key("config"),
+                                    spec.name
+                                ),
+                            ));
+                        }
+                        Some(_) => {}
+                        None => spec.config.push((k.clone(), value)),
+                    }
+                }
+            }
             routes.push(Route {
                 name,
                 pattern,
@@ -420,6 +465,8 @@ fn intern(
         name: name.to_owned(),
         wasm,
         build,
+        config: Vec::new(),
+        routes: Vec::new(),
     });
     controllers.len() - 1
 }

@@ -69,13 +69,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(routes: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    let config = Config::load(&routes)?;
+    let mut config = Config::load(&routes)?;
     let addr = listen.unwrap_or(config.listen);
-    let server = wshost::Server::start(config).await?;
+    // Bound before the controllers load, so their `init` learns the real address (with
+    // `:0`, the port); connections arriving meanwhile wait in the backlog.
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on `{addr}`"))?;
     let bound = listener.local_addr()?;
+    config.listen = bound;
+    let server = wshost::Server::start(config).await?;
     // The one line on stdout: scripts and tests read the bound port from it.
     let mut stdout = std::io::stdout();
     writeln!(stdout, "wshost listening on ws://{bound}")?;
@@ -100,7 +103,7 @@ async fn run(routes: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> 
 
 async fn check(routes: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&routes)?;
-    let runtime = Runtime::new()?;
+    let runtime = Runtime::new(config.listen.to_string())?;
     for spec in &config.controllers {
         runtime.check(spec).await?;
     }

@@ -7,14 +7,15 @@
 //! future; the binary passes SIGINT/SIGTERM).
 //!
 //! Graceful shutdown, once that future completes: keep accepting, but answer every new
-//! request `503`; ask every open connection to close with 1001 "server shutting down";
-//! return when all of them are closed, or when `shutdown-timeout-ms` has passed, logging
-//! how many were cut off.
+//! request `503`; call every controller's `on-shutdown` (they may still send); then ask
+//! every open connection to close with 1001 "server shutting down"; return when all of
+//! them are closed, or when `shutdown-timeout-ms` has passed (counted from the signal),
+//! logging how many were cut off.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -34,7 +35,9 @@ pub struct Server {
     config: Config,
     controllers: Vec<ControllerHandle>,
     next_id: AtomicU64,
-    /// `true` once shutdown started; connections watch it.
+    /// `true` once shutdown started: new requests get 503.
+    draining: AtomicBool,
+    /// `true` once the controllers' `on-shutdown` returned; connections watch it and close.
     shutdown: watch::Sender<bool>,
     /// Upgraded connections still running.
     active: AtomicUsize,
@@ -59,7 +62,7 @@ impl Server {
     /// Builds and loads every controller of `config`, starts their actors, and starts
     /// watching their files for hot reload.
     pub async fn start(config: Config) -> Result<Arc<Self>, LoadError> {
-        let runtime = Runtime::new()?;
+        let runtime = Runtime::new(config.listen.to_string())?;
         let controllers = controller::start_all(&runtime, &config.controllers).await?;
         let reload = controller::watch(runtime, config.controllers.clone(), controllers.clone())
             .map_err(
@@ -70,6 +73,7 @@ impl Server {
             config,
             controllers,
             next_id: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
             shutdown: watch::Sender::new(false),
             active: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -91,11 +95,13 @@ impl Server {
             tokio::select! {
                 () = &mut shutdown, if deadline.is_none() => {
                     let open = self.active.load(Ordering::Acquire);
-                    tracing::info!(open, timeout = ?self.config.shutdown_timeout, "shutting down: closing connections, refusing new ones");
-                    self.shutdown.send_replace(true);
-                    deadline = Some(tokio::time::Instant::now() + self.config.shutdown_timeout);
+                    tracing::info!(open, timeout = ?self.config.shutdown_timeout, "shutting down: refusing new connections, calling on-shutdown, then closing connections");
+                    self.draining.store(true, Ordering::Release);
+                    let end = tokio::time::Instant::now() + self.config.shutdown_timeout;
+                    deadline = Some(end);
+                    tokio::spawn(self.clone().close_all(end));
                 }
-                () = self.all_closed(), if deadline.is_some() => {
+                () = self.drained(), if deadline.is_some() => {
                     tracing::info!("shutdown complete: every connection closed");
                     return;
                 }
@@ -120,6 +126,23 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Shutdown's second half: `on-shutdown` on every controller (at most until `end`),
+    /// then the signal that makes every connection close with 1001.
+    async fn close_all(self: Arc<Self>, end: tokio::time::Instant) {
+        let calls = futures_util::future::join_all(self.controllers.iter().map(|c| c.shutdown()));
+        if tokio::time::timeout_at(end, calls).await.is_err() {
+            tracing::warn!("on-shutdown did not finish before the shutdown deadline");
+        }
+        self.shutdown.send_replace(true);
+    }
+
+    /// Completes when the connections were told to close and none is left.
+    async fn drained(&self) {
+        let mut closing = self.shutdown.subscribe();
+        let _ = closing.wait_for(|closing| *closing).await;
+        self.all_closed().await;
     }
 
     /// Completes when no upgraded connection is left.
@@ -188,7 +211,7 @@ impl Server {
         peer: SocketAddr,
         id: u64,
     ) -> Result<(Accepted, ConnectionInfo, &ControllerHandle), Rejection> {
-        if *self.shutdown.borrow() {
+        if self.draining.load(Ordering::Acquire) {
             return Err(Rejection::new(503, "server shutting down"));
         }
         let accepted = handshake::accept(request, &self.config.routes)?;

@@ -1,133 +1,74 @@
 //! The controller actor: one task per controller that owns its wasm `Store` and
-//! instance, takes events from the controller's queue one at a time and calls the
-//! matching export.
+//! instance, takes events from the controller's queue (and its own timers) one at a time
+//! and calls the matching export.
 //!
 //! Because exactly one task touches the store, the guest needs no locks and the
 //! connection table lives in the store data without a mutex. When an export traps, the
 //! connection whose event caused it gets 1011, the instance is dropped (a trapped
 //! instance can never be entered again) and a fresh one is made from the same
 //! `InstancePre`; the connection table moves over, so every other connection stays open.
+//! A hot reload swaps in a new version the same way, carrying guest state across when
+//! both versions support `snapshot`/`restore`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
-use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime::Store;
 
 use super::bindings::{HandshakeRequest, HandshakeResponse, WitMessage};
-use super::engine::{Instance, Loaded, Runtime};
-use super::stdio::{GuestOutput, Stream};
+use super::component::{Instance, Loaded};
+use super::engine::Runtime;
+use super::store::{ConnEntry, HostState, end_call, start_call};
 use super::{
-    ConnectionId, ConnectionInfo, ControllerHandle, EVENT_QUEUE_CAPACITY, Event, Outbound,
-    OutboundHandle, Reload,
+    ConnectionId, ConnectionInfo, ControllerHandle, EVENT_QUEUE_CAPACITY, Event, Outbound, Reload,
 };
 use crate::filter::set_attribute;
 use crate::handshake::Rejection;
 
-/// Longest a single export call may run before it is interrupted (a trap, handled like
-/// any other). Generous: an event handler should take microseconds.
-pub(crate) const CALL_DEADLINE: Duration = Duration::from_secs(5);
-
-/// Most linear memory one controller instance may grow to.
-pub(crate) const MEMORY_LIMIT: usize = 256 << 20;
-
 /// Close reason sent with 1011 when the controller trapped on the connection's event.
 const TRAP_REASON: &str = "controller error";
 
-/// Store data of one controller instance.
-pub(crate) struct HostState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    pub(crate) limits: StoreLimits,
-    pub(crate) name: Arc<str>,
-    /// Connections open on this controller; survives instance replacement.
-    pub(crate) conns: BTreeMap<ConnectionId, ConnEntry>,
-    /// When the current export call started; `None` between calls.
-    call_started: Option<Instant>,
-}
-
-/// One connection as the controller sees it.
-pub(crate) struct ConnEntry {
-    pub(crate) info: Arc<ConnectionInfo>,
-    pub(crate) outbound: OutboundHandle,
-    span: tracing::Span,
-    /// The controller called `close`: no longer listed, sent to, or given messages.
-    pub(crate) closing: bool,
-}
-
-impl HostState {
-    /// Fresh state with the WASI sandbox: no files, no environment, no network, guest
-    /// stdout/stderr to the log.
-    pub(crate) fn new(name: Arc<str>) -> Self {
-        let wasi = WasiCtxBuilder::new()
-            .stdout(GuestOutput::new(name.clone(), Stream::Stdout))
-            .stderr(GuestOutput::new(name.clone(), Stream::Stderr))
-            .allow_ip_name_lookup(false)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .build();
-        Self {
-            wasi,
-            table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(MEMORY_LIMIT)
-                .trap_on_grow_failure(true)
-                .build(),
-            name,
-            conns: BTreeMap::new(),
-            call_started: None,
-        }
-    }
-
-    /// Called at each epoch tick while the guest runs: yield to the runtime, or trap
-    /// once the call has run past its deadline.
-    pub(crate) fn on_epoch_tick(&self) -> wasmtime::Result<UpdateDeadline> {
-        match self.call_started {
-            Some(started) if started.elapsed() > CALL_DEADLINE => {
-                Err(DeadlineExceeded(CALL_DEADLINE).into())
-            }
-            _ => Ok(UpdateDeadline::Yield(1)),
-        }
-    }
-}
-
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-/// The trap raised when an export call runs past [`CALL_DEADLINE`].
-#[derive(Debug, thiserror::Error)]
-#[error("call ran longer than its {0:?} deadline")]
-pub(crate) struct DeadlineExceeded(Duration);
-
 /// One export call.
 enum Call {
+    FirstOpen(ConnectionId),
     Open(ConnectionId),
     Message(ConnectionId, WitMessage),
     Error(ConnectionId, String),
     Close(ConnectionId, u16, String),
-    Handshake(ConnectionId),
+    LastClose(ConnectionId),
+    Timer(u64),
+    Shutdown,
 }
 
 impl Call {
     fn export(&self) -> &'static str {
         match self {
-            Self::Handshake(_) => "on-handshake",
+            Self::FirstOpen(_) => "on-first-open",
             Self::Open(_) => "on-open",
             Self::Message(..) => "on-message",
             Self::Error(..) => "on-error",
             Self::Close(..) => "on-close",
+            Self::LastClose(_) => "on-last-close",
+            Self::Timer(_) => "on-timer",
+            Self::Shutdown => "on-shutdown",
+        }
+    }
+
+    /// The connection whose event this is, if any: it is the one closed on a trap.
+    fn connection(&self) -> Option<ConnectionId> {
+        match self {
+            Self::FirstOpen(id)
+            | Self::Open(id)
+            | Self::Message(id, _)
+            | Self::Error(id, _)
+            | Self::Close(id, ..)
+            | Self::LastClose(id) => Some(*id),
+            Self::Timer(_) | Self::Shutdown => None,
         }
     }
 }
@@ -145,7 +86,7 @@ struct Actor {
 pub(crate) fn spawn(runtime: Runtime, loaded: Loaded) -> ControllerHandle {
     let (tx, rx) = mpsc::channel(EVENT_QUEUE_CAPACITY);
     let name = loaded.name.clone();
-    let handshake_hook = Arc::new(AtomicBool::new(loaded.handshake.is_some()));
+    let handshake_hook = Arc::new(AtomicBool::new(loaded.has_handshake()));
     let span = tracing::info_span!("controller", controller = %name);
     let hook_flag = handshake_hook.clone();
     tokio::spawn(
@@ -172,31 +113,44 @@ pub(crate) fn spawn(runtime: Runtime, loaded: Loaded) -> ControllerHandle {
 
 impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<Event>) {
-        while let Some(event) = rx.recv().await {
-            self.handle(event).await;
+        loop {
+            let next_timer = self.store.data().timers.next_due();
+            tokio::select! {
+                event = rx.recv() => match event {
+                    Some(event) => self.handle(event).await,
+                    None => break,
+                },
+                () = sleep_until(next_timer), if next_timer.is_some() => {
+                    let due = self.store.data_mut().timers.take_due(tokio::time::Instant::now());
+                    for id in due {
+                        self.call(Call::Timer(id)).await;
+                    }
+                }
+            }
         }
         tracing::debug!("controller queue closed; actor ends");
     }
 
     async fn handle(&mut self, event: Event) {
-        let event = match event {
+        let conns = &mut self.store.data_mut().conns;
+        match event {
             Event::Handshake { info, reply } => {
                 let verdict = self.handshake(info).await;
                 // The client may have given up meanwhile; nobody to tell then.
                 let _ = reply.send(verdict);
-                return;
             }
-            Event::Reload(reload) => return self.swap(reload).await,
-            other => other,
-        };
-        let conns = &mut self.store.data_mut().conns;
-        let (call, span) = match event {
+            Event::Reload(reload) => self.swap(reload).await,
+            Event::Shutdown { done } => {
+                self.call(Call::Shutdown).await;
+                let _ = done.send(());
+            }
             Event::Open {
                 info,
                 outbound,
                 span,
             } => {
                 let id = info.id;
+                let first = conns.is_empty();
                 conns.insert(
                     id,
                     ConnEntry {
@@ -206,24 +160,33 @@ impl Actor {
                         closing: false,
                     },
                 );
-                (Call::Open(id), span)
+                if first {
+                    self.call(Call::FirstOpen(id))
+                        .instrument(span.clone())
+                        .await;
+                }
+                // on-first-open may have trapped and closed the connection already.
+                if self.store.data().conns.contains_key(&id) {
+                    self.call(Call::Open(id)).instrument(span).await;
+                }
             }
             Event::Message { id, message } => {
                 let Some(entry) = conns.get(&id).filter(|e| !e.closing) else {
                     return;
                 };
+                let span = entry.span.clone();
                 let message = match message {
                     Message::Text(text) => WitMessage::Text(text.as_str().to_owned()),
                     Message::Binary(data) => WitMessage::Binary(data.to_vec()),
                     _ => return,
                 };
-                (Call::Message(id, message), entry.span.clone())
+                self.call(Call::Message(id, message)).instrument(span).await;
             }
             Event::Error { id, error } => {
                 let Some(entry) = conns.get(&id) else { return };
-                (Call::Error(id, error), entry.span.clone())
+                let span = entry.span.clone();
+                self.call(Call::Error(id, error)).instrument(span).await;
             }
-            Event::Handshake { .. } | Event::Reload(_) => unreachable!("handled above"),
             Event::Closed { id, code, reason } => {
                 // Removed first: during on-close the connection is no longer listed. An
                 // id that is already gone was dropped after a trap; its instance never
@@ -231,46 +194,99 @@ impl Actor {
                 let Some(entry) = conns.remove(&id) else {
                     return;
                 };
-                (Call::Close(id, code, reason), entry.span)
+                let last = conns.is_empty();
+                let span = entry.span;
+                self.call(Call::Close(id, code, reason))
+                    .instrument(span.clone())
+                    .await;
+                if last && self.store.data().conns.is_empty() {
+                    self.call(Call::LastClose(id)).instrument(span).await;
+                }
             }
-        };
-        self.call(call).instrument(span).await;
+        }
     }
 
+    /// Calls one export (skipping optional ones the component lacks) under the deadline,
+    /// and recovers from a trap.
     async fn call(&mut self, call: Call) {
-        self.start_call();
-        let guest = &self.instance.controller;
+        start_call(&mut self.store);
         let store = &mut self.store;
+        let guest = &self.instance.controller;
+        let lifecycle = self.instance.lifecycle.as_ref();
         let result = match &call {
             Call::Open(id) => guest.call_on_open(store, *id).await,
             Call::Message(id, msg) => guest.call_on_message(store, *id, msg).await,
             Call::Error(id, error) => guest.call_on_error(store, *id, error).await,
             Call::Close(id, code, reason) => guest.call_on_close(store, *id, *code, reason).await,
-            Call::Handshake(_) => unreachable!("handshakes go through `handshake`"),
+            Call::FirstOpen(id) => match lifecycle {
+                Some(l) => l.call_on_first_open(store, *id).await,
+                None => Ok(()),
+            },
+            Call::LastClose(id) => match lifecycle {
+                Some(l) => l.call_on_last_close(store, *id).await,
+                None => Ok(()),
+            },
+            Call::Shutdown => match lifecycle {
+                Some(l) => l.call_on_shutdown(store).await,
+                None => Ok(()),
+            },
+            Call::Timer(id) => match &self.instance.timer {
+                Some(t) => t.call_on_timer(store, *id).await,
+                None => Ok(()),
+            },
         };
-        self.store.data_mut().call_started = None;
+        end_call(&mut self.store);
         if let Err(error) = result {
             self.recover(&call, &error).await;
         }
     }
 
-    /// Swaps in a new version: a fresh instance of it inherits the connection table. If
-    /// it cannot be instantiated here after all, the old instance stays.
+    /// Swaps in a new version: a fresh instance of it (initialised by `init` during
+    /// instantiation) inherits the connection table and, when both versions support
+    /// it, the old instance's state. Any failure keeps the old instance.
     async fn swap(&mut self, reload: Reload) {
         let Reload { loaded, started } = reload;
+        let carry_state = self.instance.state.is_some() && loaded.has_state();
+        let snapshot: Option<Vec<u8>> = if carry_state {
+            start_call(&mut self.store);
+            let guest = self.instance.state.as_ref().expect("checked");
+            let snapshot = guest.call_snapshot(&mut self.store).await;
+            end_call(&mut self.store);
+            match snapshot {
+                Ok(bytes) => Some(bytes),
+                Err(error) => {
+                    // The old instance is broken now; the new one starts fresh.
+                    tracing::error!(error = %format!("{error:#}"), "snapshot trapped; the new version starts without the old state");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
         let mut state = HostState::new(loaded.name.clone());
         state.conns = std::mem::take(&mut self.store.data_mut().conns);
-        let mut store = self.runtime.new_store(&loaded.name, state);
-        match loaded.instantiate(&mut store).await {
+        let mut store = self.runtime.new_store(state);
+        let outcome = match loaded.instantiate(&mut store).await {
+            Ok(instance) => match &snapshot {
+                Some(bytes) => restore(&mut store, &instance, bytes)
+                    .await
+                    .map(|()| instance),
+                None => Ok(instance),
+            },
+            Err(error) => Err(format!("{error:#}")),
+        };
+        match outcome {
             Ok(instance) => {
                 let open = store.data().conns.len();
                 self.handshake_hook
-                    .store(loaded.handshake.is_some(), Ordering::Release);
+                    .store(loaded.has_handshake(), Ordering::Release);
                 self.store = store;
                 self.instance = instance;
                 self.loaded = loaded;
                 tracing::info!(
                     open_connections = open,
+                    state_bytes = snapshot.as_ref().map_or(0, Vec::len),
                     took_ms = started.elapsed().as_millis() as u64,
                     "reloaded"
                 );
@@ -278,17 +294,11 @@ impl Actor {
             Err(error) => {
                 self.store.data_mut().conns = std::mem::take(&mut store.data_mut().conns);
                 tracing::error!(
-                    error = %format!("{error:#}"),
-                    "reload refused: the new version failed to instantiate; the old version keeps serving"
+                    %error,
+                    "reload refused: the new version failed to start; the old version keeps serving"
                 );
             }
         }
-    }
-
-    /// Arms the per-call deadline.
-    fn start_call(&mut self) {
-        self.store.data_mut().call_started = Some(Instant::now());
-        self.store.set_epoch_deadline(1);
     }
 
     /// Runs `on-handshake` for a request; returns the final attributes or the refusal.
@@ -307,10 +317,10 @@ impl Actor {
             protocol: info.protocol.clone(),
             attributes: info.attributes.clone(),
         };
-        self.start_call();
+        start_call(&mut self.store);
         let hook = self.instance.handshake.as_ref().expect("checked above");
         let result = hook.call_on_handshake(&mut self.store, &request).await;
-        self.store.data_mut().call_started = None;
+        end_call(&mut self.store);
         match result {
             Ok(Ok(added)) => {
                 for (name, value) in added {
@@ -320,42 +330,65 @@ impl Actor {
             }
             Ok(Err(response)) => Err(refusal(response)),
             Err(error) => {
-                self.recover(&Call::Handshake(info.id), &error).await;
+                self.log_trap("on-handshake", None, &error);
+                self.replace_instance().await;
                 Err(Rejection::new(500, "controller error"))
             }
         }
     }
 
-    /// After a trap: close the offending connection with 1011 and swap in a fresh
-    /// instance that inherits the connection table.
+    /// After a trap: close the offending connection (if the event had one) with 1011
+    /// and swap in a fresh instance that inherits the connection table.
     async fn recover(&mut self, call: &Call, error: &wasmtime::Error) {
-        let (Call::Open(id)
-        | Call::Message(id, _)
-        | Call::Error(id, _)
-        | Call::Close(id, ..)
-        | Call::Handshake(id)) = call;
-        let conns = &mut self.store.data_mut().conns;
-        let route = conns
-            .get(id)
+        let id = call.connection();
+        self.log_trap(call.export(), id, error);
+        if let Some(entry) = id.and_then(|id| self.store.data_mut().conns.remove(&id)) {
+            let _ = entry
+                .outbound
+                .push(Outbound::Close(1011, TRAP_REASON.to_owned()));
+        }
+        self.replace_instance().await;
+    }
+
+    fn log_trap(&self, export: &str, id: Option<ConnectionId>, error: &wasmtime::Error) {
+        let route = id
+            .and_then(|id| self.store.data().conns.get(&id))
             .and_then(|e| attribute(&e.info, "route"))
             .unwrap_or_default();
         tracing::error!(
             controller = %self.loaded.name,
             route,
             conn_id = id,
-            export = call.export(),
+            export,
             error = %format!("{error:#}"),
             "controller trapped; closing the connection with 1011 and replacing the instance"
         );
-        if let Some(entry) = conns.remove(id) {
-            let _ = entry
-                .outbound
-                .push(Outbound::Close(1011, TRAP_REASON.to_owned()));
-        }
-        let conns = std::mem::take(conns);
+    }
+
+    async fn replace_instance(&mut self) {
+        let conns = std::mem::take(&mut self.store.data_mut().conns);
         let (store, instance) = instantiate_with_retry(&self.runtime, &self.loaded, conns).await;
         self.store = store;
         self.instance = instance;
+    }
+}
+
+/// Gives a new instance the old one's state.
+async fn restore(
+    store: &mut Store<HostState>,
+    instance: &Instance,
+    bytes: &[u8],
+) -> Result<(), String> {
+    let Some(guest) = &instance.state else {
+        return Ok(());
+    };
+    start_call(store);
+    let result = guest.call_restore(&mut *store, bytes).await;
+    end_call(store);
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(why)) => Err(format!("restore refused the state: {why}")),
+        Err(trap) => Err(format!("restore trapped: {trap:#}")),
     }
 }
 
@@ -390,7 +423,7 @@ async fn instantiate_with_retry(
     loop {
         let mut state = HostState::new(loaded.name.clone());
         state.conns = conns;
-        let mut store = runtime.new_store(&loaded.name, state);
+        let mut store = runtime.new_store(state);
         match loaded.instantiate(&mut store).await {
             Ok(instance) => return (store, instance),
             Err(error) => {
@@ -409,4 +442,11 @@ pub(crate) fn attribute<'a>(info: &'a ConnectionInfo, name: &str) -> Option<&'a 
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }

@@ -17,10 +17,10 @@ mod generated {
     });
 }
 
-mod with_handshake {
+mod full {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "controller-with-handshake",
+        world: "controller-full",
         exports: { default: async },
         with: {
             "wshost:controller/types": super::generated::wshost::controller::types,
@@ -29,13 +29,25 @@ mod with_handshake {
     });
 }
 
+pub(crate) use full::exports::wshost::controller::handshake::{
+    Guest as HandshakeGuest, GuestIndices as HandshakeIndices, Request as HandshakeRequest,
+    Response as HandshakeResponse,
+};
+pub(crate) use full::exports::wshost::controller::lifecycle::{
+    Guest as LifecycleGuest, GuestIndices as LifecycleIndices, ServerParams,
+};
+pub(crate) use full::exports::wshost::controller::state::{
+    Guest as StateGuest, GuestIndices as StateIndices,
+};
+pub(crate) use full::exports::wshost::controller::timer_handler::{
+    Guest as TimerGuest, GuestIndices as TimerIndices,
+};
+pub(crate) use full::wshost::controller::timers::{
+    Host as TimersHost, add_to_linker as add_timers_to_linker,
+};
 pub(crate) use generated::wshost::controller::host::{Host, add_to_linker};
 pub(crate) use generated::wshost::controller::types::{
     ConnectionInfo as WitConnectionInfo, Host as TypesHost, LogLevel, Message as WitMessage,
     SendError,
 };
 pub(crate) use generated::{Controller, ControllerPre};
-pub(crate) use with_handshake::exports::wshost::controller::handshake::{
-    Guest as HandshakeGuest, GuestIndices as HandshakeIndices, Request as HandshakeRequest,
-    Response as HandshakeResponse,
-};

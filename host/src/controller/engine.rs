@@ -13,18 +13,16 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Cache, CacheConfig, Config, Engine, Store};
 
-use super::actor::HostState;
-use super::bindings::{self, Controller, ControllerPre, HandshakeGuest, HandshakeIndices};
+use super::bindings::{self, ControllerPre, ServerParams};
 use super::build_step::{self, BuildError};
+use super::component::{InitArgs, Loaded};
+use super::store::HostState;
 use crate::config::ControllerSpec;
 
 /// How often the engine's epoch advances. A guest call yields to the async runtime at
 /// each tick (so a spinning controller never holds a worker thread) and its deadline is
 /// checked then.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
-
-/// The export name of the optional handshake interface.
-const HANDSHAKE_EXPORT: &str = "wshost:controller/handshake@0.1.0";
 
 /// Why a controller could not be loaded. Each variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -93,50 +91,14 @@ pub enum LoadError {
 pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) linker: Arc<Linker<HostState>>,
-}
-
-/// A controller compiled and linked, ready to instantiate.
-pub(crate) struct Loaded {
-    pub(crate) name: Arc<str>,
-    pub(crate) path: PathBuf,
-    pub(crate) pre: ControllerPre<HostState>,
-    /// Present when the component exports the optional `handshake` interface.
-    pub(crate) handshake: Option<HandshakeIndices>,
-}
-
-/// One live instance: the world's exports and the optional ones it has.
-pub(crate) struct Instance {
-    pub(crate) controller: Controller,
-    pub(crate) handshake: Option<HandshakeGuest>,
-}
-
-impl Loaded {
-    /// Instantiates into `store`, resolving the optional exports.
-    pub(crate) async fn instantiate(
-        &self,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Instance> {
-        let instance = self
-            .pre
-            .instance_pre()
-            .instantiate_async(&mut *store)
-            .await?;
-        let controller = Controller::new(&mut *store, &instance)?;
-        let handshake = match &self.handshake {
-            Some(indices) => Some(indices.load(&mut *store, &instance)?),
-            None => None,
-        };
-        Ok(Instance {
-            controller,
-            handshake,
-        })
-    }
+    /// The server's listen address, told to controllers' `init`.
+    listen: String,
 }
 
 impl Runtime {
     /// Configures the engine (epoch interruption, compilation cache) and the linker
     /// (sandboxed WASI p2 + the `host` interface), and starts the epoch ticker thread.
-    pub fn new() -> Result<Self, LoadError> {
+    pub fn new(listen: String) -> Result<Self, LoadError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         // A shared on-disk cache of compiled code: a second start (or `check` then
@@ -153,6 +115,8 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         bindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        bindings::add_timers_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
 
         // The ticker holds only a weak reference, so it ends with the last engine clone.
@@ -171,6 +135,7 @@ impl Runtime {
         Ok(Self {
             engine,
             linker: Arc::new(linker),
+            listen,
         })
     }
 
@@ -195,30 +160,21 @@ impl Runtime {
         let pre = tokio::task::spawn_blocking(move || this.compile(&controller, &path, &bytes))
             .await
             .map_err(|e| LoadError::Engine(format!("compile task failed: {e}")))??;
-        // The optional `handshake` export: absent is fine, present with the wrong
-        // shape is an error like any other world mismatch.
-        let handshake = if pre
-            .instance_pre()
-            .component()
-            .get_export_index(None, HANDSHAKE_EXPORT)
-            .is_some()
-        {
-            Some(
-                HandshakeIndices::new(pre.instance_pre()).map_err(|e| LoadError::World {
-                    name: spec.name.clone(),
-                    path: spec.wasm.clone(),
-                    detail: format!("{e:#}"),
-                })?,
-            )
-        } else {
-            None
+        let init = InitArgs {
+            config: spec.config.clone(),
+            params: ServerParams {
+                listen: self.listen.clone(),
+                controller: spec.name.clone(),
+                routes: spec.routes.clone(),
+                ..ServerParams::default()
+            },
         };
-        let loaded = Loaded {
-            name,
-            path: spec.wasm.clone(),
-            pre,
-            handshake,
-        };
+        let loaded =
+            Loaded::new(name, spec.wasm.clone(), pre, init).map_err(|e| LoadError::World {
+                name: spec.name.clone(),
+                path: spec.wasm.clone(),
+                detail: format!("{e:#}"),
+            })?;
         self.trial_instantiate(&loaded).await?;
         Ok(loaded)
     }
@@ -256,7 +212,7 @@ impl Runtime {
     }
 
     async fn trial_instantiate(&self, loaded: &Loaded) -> Result<(), LoadError> {
-        let mut store = self.new_store(&loaded.name, HostState::new(loaded.name.clone()));
+        let mut store = self.new_store(HostState::new(loaded.name.clone()));
         loaded
             .instantiate(&mut store)
             .await
@@ -269,7 +225,7 @@ impl Runtime {
     }
 
     /// A store for one instance, with the deadline machinery armed.
-    pub(crate) fn new_store(&self, _name: &Arc<str>, state: HostState) -> Store<HostState> {
+    pub(crate) fn new_store(&self, state: HostState) -> Store<HostState> {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(1);

@@ -9,8 +9,8 @@
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::actor::HostState;
 use super::bindings::{Host, LogLevel, SendError, TypesHost, WitConnectionInfo, WitMessage};
+use super::store::HostState;
 use super::{ConnectionId, Outbound, QueueError};
 
 /// Longest close reason RFC 6455 allows (125-byte control payload minus the code).

@@ -10,10 +10,12 @@
 mod actor;
 mod bindings;
 mod build_step;
+mod component;
 mod engine;
 mod host_api;
 mod reload;
 mod stdio;
+mod store;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,6 +92,11 @@ pub enum Event {
         /// Where the verdict goes: the final attributes, or the refusal.
         reply: oneshot::Sender<Result<Vec<(String, String)>, Rejection>>,
     },
+    /// The server is shutting down: call `on-shutdown`, then report `done`.
+    Shutdown {
+        /// Completed once `on-shutdown` returned (or the controller has none).
+        done: oneshot::Sender<()>,
+    },
     /// A new version of the controller, compiled and checked, to swap in.
     Reload(Reload),
     /// The connection is gone; the last event of a connection.
@@ -105,7 +112,7 @@ pub enum Event {
 
 /// A verified new version of a controller, on its way to the actor.
 pub struct Reload {
-    loaded: engine::Loaded,
+    loaded: component::Loaded,
     /// When the reload started (the file change was noticed), for the log.
     started: tokio::time::Instant,
 }
@@ -216,6 +223,14 @@ impl ControllerHandle {
     /// The controller's name (for logs).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Calls the controller's `on-shutdown` (if it has one) and waits for it to return.
+    pub async fn shutdown(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.events.send(Event::Shutdown { done }).await.is_ok() {
+            let _ = finished.await;
+        }
     }
 
     /// The controller's event queue.

@@ -135,7 +135,7 @@ impl Actor {
         let conns = &mut self.store.data_mut().conns;
         match event {
             Event::Handshake { info, reply } => {
-                let verdict = self.handshake(info).await;
+                let verdict = self.handshake(*info).await;
                 // The client may have given up meanwhile; nobody to tell then.
                 let _ = reply.send(verdict);
             }

@@ -88,7 +88,7 @@ pub enum Event {
     /// An upgrade request waits for the controller's `on-handshake` verdict.
     Handshake {
         /// The connection-to-be (its id is not open yet).
-        info: ConnectionInfo,
+        info: Box<ConnectionInfo>,
         /// Where the verdict goes: the final attributes, or the refusal.
         reply: oneshot::Sender<Result<Vec<(String, String)>, Rejection>>,
     },
@@ -212,7 +212,7 @@ impl ControllerHandle {
         let gone = || Rejection::new(503, "controller unavailable");
         self.events
             .send(Event::Handshake {
-                info: info.clone(),
+                info: Box::new(info.clone()),
                 reply,
             })
             .await

@@ -139,7 +139,7 @@ impl Actor {
                 // The client may have given up meanwhile; nobody to tell then.
                 let _ = reply.send(verdict);
             }
-            Event::Reload(reload) => self.swap(reload).await,
+            Event::Reload(reload) => self.swap(*reload).await,
             Event::Shutdown { done } => {
                 self.call(Call::Shutdown).await;
                 let _ = done.send(());

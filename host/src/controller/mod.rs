@@ -98,7 +98,7 @@ pub enum Event {
         done: oneshot::Sender<()>,
     },
     /// A new version of the controller, compiled and checked, to swap in.
-    Reload(Reload),
+    Reload(Box<Reload>),
     /// The connection is gone; the last event of a connection.
     Closed {
         /// The connection.

@@ -97,7 +97,7 @@ async fn reload_in_span(runtime: &Runtime, spec: &ControllerSpec, handle: &Contr
     };
     match runtime.load(&spec).await {
         Ok(loaded) => {
-            let event = Event::Reload(Reload { loaded, started });
+            let event = Event::Reload(Box::new(Reload { loaded, started }));
             if handle.events().send(event).await.is_err() {
                 tracing::warn!("controller stopped; reload dropped");
             }

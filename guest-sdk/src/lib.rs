@@ -43,15 +43,17 @@ pub mod bindings {
     });
 }
 
-/// Bindings of the `controller-with-handshake` world, sharing the base world's types.
+/// Bindings of the `controller-full` world (every optional capability), sharing the
+/// base world's types. Controllers exported with an optional capability use this world
+/// and get defaults for the capabilities they do not implement.
 #[doc(hidden)]
-pub mod bindings_handshake {
+pub mod bindings_full {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "controller-with-handshake",
+        world: "controller-full",
         pub_export_macro: true,
-        export_macro_name: "__wshost_export_world_with_handshake",
-        default_bindings_module: "::wshost_guest::bindings_handshake",
+        export_macro_name: "__wshost_export_world_full",
+        default_bindings_module: "::wshost_guest::bindings_full",
         runtime_path: "::wshost_guest::wit_bindgen::rt",
         with: {
             "wshost:controller/types@0.1.0": crate::bindings::wshost::controller::types,
@@ -66,9 +68,11 @@ pub use wit_bindgen;
 
 use bindings::wshost::controller::host;
 pub use bindings::wshost::controller::types::{ConnectionInfo, LogLevel, Message, SendError};
-pub use bindings_handshake::exports::wshost::controller::handshake::{
+pub use bindings_full::exports::wshost::controller::handshake::{
     Request as HandshakeRequest, Response as HandshakeResponse,
 };
+pub use bindings_full::exports::wshost::controller::lifecycle::ServerParams;
+use bindings_full::wshost::controller::timers;
 
 /// The event handlers of a controller. All default to doing nothing.
 ///
@@ -98,11 +102,95 @@ pub trait Controller {
 }
 
 /// The optional handshake hook: the controller's own check of an upgrade request,
-/// run after the host's filters. Export it with `export!(MyController, handshake)`.
+/// run after the host's filters. Export it with `export!(MyController, handshake)` (or
+/// `full`).
 pub trait Handshake {
     /// Accept, returning attributes to add to the connection (they show in
-    /// [`ConnectionInfo::attributes`]), or refuse with an HTTP answer.
-    fn on_handshake(request: HandshakeRequest) -> Result<Vec<(String, String)>, HandshakeResponse>;
+    /// [`ConnectionInfo::attributes`]), or refuse with an HTTP answer. The default
+    /// accepts and adds nothing.
+    fn on_handshake(request: HandshakeRequest) -> Result<Vec<(String, String)>, HandshakeResponse> {
+        let _ = request;
+        Ok(Vec::new())
+    }
+}
+
+/// Optional lifecycle hooks, timers and state handoff (the seed's extra controller
+/// interfaces). Export with `export!(MyController, lifecycle)` (or `full`). Every method
+/// defaults to doing nothing.
+pub trait Lifecycle {
+    /// Once per instance before any other call (at start, after a trap, and for a new
+    /// version on hot reload, before [`Lifecycle::restore`]), with the `config` tables of
+    /// the controller's routes. An error refuses the instance.
+    fn init(config: Vec<(String, String)>, params: ServerParams) -> Result<(), String> {
+        let _ = (config, params);
+        Ok(())
+    }
+
+    /// The controller's connection count went from 0 to 1; `on_open` follows.
+    fn on_first_open(conn: Connection) {
+        let _ = conn;
+    }
+
+    /// The controller's connection count went from 1 to 0, after `on_close`.
+    fn on_last_close(conn: Connection) {
+        let _ = conn;
+    }
+
+    /// The server is shutting down; connections are still open and can be sent to.
+    fn on_shutdown() {}
+
+    /// A timer set with [`set_timer`] fired.
+    fn on_timer(timer: Timer) {
+        let _ = timer;
+    }
+
+    /// The state to carry to the next version on hot reload. Default: nothing.
+    fn snapshot() -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// Receives what the old version's `snapshot` returned (after `init`). An error
+    /// refuses the reload and the old version keeps serving. Default: ignore it.
+    fn restore(state: Vec<u8>) -> Result<(), String> {
+        let _ = state;
+        Ok(())
+    }
+}
+
+/// Stands in for the optional capabilities a controller does not implement.
+#[doc(hidden)]
+pub struct Defaults;
+
+impl Handshake for Defaults {}
+impl Lifecycle for Defaults {}
+
+/// A timer of this instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Timer(u64);
+
+impl Timer {
+    /// The timer with host id `id`.
+    pub fn from_id(id: u64) -> Self {
+        Self(id)
+    }
+
+    /// The host's id of this timer.
+    pub fn id(self) -> u64 {
+        self.0
+    }
+
+    /// Stops the timer; returns whether it was still pending.
+    pub fn cancel(self) -> bool {
+        timers::cancel_timer(self.0)
+    }
+}
+
+/// Starts a timer that calls [`Lifecycle::on_timer`] after `delay`, and every `delay`
+/// after that if `repeat`. Timers belong to the instance: a replaced instance has none.
+/// Needs a controller exported with `lifecycle` (or `full`).
+pub fn set_timer(delay: std::time::Duration, repeat: bool) -> Timer {
+    let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+    Timer(timers::set_timer(ms, repeat))
 }
 
 impl HandshakeRequest {
@@ -213,42 +301,94 @@ pub fn log(level: LogLevel, msg: &str) {
     host::log(level, msg);
 }
 
-/// Exports a [`Controller`] implementation as the component's `controller` world.
+/// Exports a [`Controller`] implementation as the component's world.
 ///
-/// Use it once per crate, at the top level: `wshost_guest::export!(MyController);`.
-/// A type that also implements [`Handshake`] is exported with its hook by
-/// `wshost_guest::export!(MyController, handshake);` (world `controller-with-handshake`).
+/// Use it once per crate, at the top level:
+/// - `wshost_guest::export!(MyController);` the base `controller` world;
+/// - `wshost_guest::export!(MyController, handshake);` also [`Handshake`];
+/// - `wshost_guest::export!(MyController, lifecycle);` also [`Lifecycle`] (timers, state);
+/// - `wshost_guest::export!(MyController, full);` both.
+///
+/// The last three export the `controller-full` world; the capabilities a type does not
+/// implement get the defaults (accept every handshake, do nothing on lifecycle events).
 #[macro_export]
 macro_rules! export {
     ($controller:ty) => {
         const _: () = {
             struct __WshostGuest;
             $crate::__forward_events!($crate::bindings::Guest, $controller, __WshostGuest);
-    $crate::bindings::__wshost_export_world!(__WshostGuest with_types_in $crate::bindings);
+            $crate::bindings::__wshost_export_world!(__WshostGuest with_types_in $crate::bindings);
         };
     };
     ($controller:ty, handshake) => {
+        $crate::__export_full!($controller, $controller, $crate::Defaults);
+    };
+    ($controller:ty, lifecycle) => {
+        $crate::__export_full!($controller, $crate::Defaults, $controller);
+    };
+    ($controller:ty, full) => {
+        $crate::__export_full!($controller, $controller, $controller);
+    };
+}
+
+/// Exports the `controller-full` world: events from `$controller`, the handshake hook
+/// from `$handshake`, lifecycle, timers and state from `$lifecycle`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_full {
+    ($controller:ty, $handshake:ty, $lifecycle:ty) => {
         const _: () = {
+            use $crate::bindings_full::exports::wshost::controller as __exports;
+
             struct __WshostGuest;
-            $crate::__forward_events!(
-                $crate::bindings_handshake::Guest,
-                $controller,
-                __WshostGuest
-            );
-            impl $crate::bindings_handshake::exports::wshost::controller::handshake::Guest
-                for __WshostGuest
-            {
+            $crate::__forward_events!($crate::bindings_full::Guest, $controller, __WshostGuest);
+
+            impl __exports::handshake::Guest for __WshostGuest {
                 fn on_handshake(
                     request: $crate::HandshakeRequest,
                 ) -> ::std::result::Result<
                     ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
                     $crate::HandshakeResponse,
                 > {
-                    <$controller as $crate::Handshake>::on_handshake(request)
+                    <$handshake as $crate::Handshake>::on_handshake(request)
                 }
             }
-            $crate::bindings_handshake::__wshost_export_world_with_handshake!(
-                __WshostGuest with_types_in $crate::bindings_handshake
+
+            impl __exports::lifecycle::Guest for __WshostGuest {
+                fn init(
+                    config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                    params: $crate::ServerParams,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    <$lifecycle as $crate::Lifecycle>::init(config, params)
+                }
+                fn on_first_open(conn: u64) {
+                    <$lifecycle as $crate::Lifecycle>::on_first_open($crate::Connection::from_id(conn));
+                }
+                fn on_last_close(conn: u64) {
+                    <$lifecycle as $crate::Lifecycle>::on_last_close($crate::Connection::from_id(conn));
+                }
+                fn on_shutdown() {
+                    <$lifecycle as $crate::Lifecycle>::on_shutdown();
+                }
+            }
+
+            impl __exports::timer_handler::Guest for __WshostGuest {
+                fn on_timer(id: u64) {
+                    <$lifecycle as $crate::Lifecycle>::on_timer($crate::Timer::from_id(id));
+                }
+            }
+
+            impl __exports::state::Guest for __WshostGuest {
+                fn snapshot() -> ::std::vec::Vec<u8> {
+                    <$lifecycle as $crate::Lifecycle>::snapshot()
+                }
+                fn restore(state: ::std::vec::Vec<u8>) -> ::std::result::Result<(), ::std::string::String> {
+                    <$lifecycle as $crate::Lifecycle>::restore(state)
+                }
+            }
+
+            $crate::bindings_full::__wshost_export_world_full!(
+                __WshostGuest with_types_in $crate::bindings_full
             );
         };
     };
@@ -265,10 +405,7 @@ macro_rules! __forward_events {
                 <$controller as $crate::Controller>::on_open($crate::Connection::from_id(conn));
             }
             fn on_message(conn: u64, msg: $crate::Message) {
-                <$controller as $crate::Controller>::on_message(
-                    $crate::Connection::from_id(conn),
-                    msg,
-                );
+                <$controller as $crate::Controller>::on_message($crate::Connection::from_id(conn), msg);
             }
             fn on_close(conn: u64, code: u16, reason: ::std::string::String) {
                 <$controller as $crate::Controller>::on_close(
@@ -278,10 +415,7 @@ macro_rules! __forward_events {
                 );
             }
             fn on_error(conn: u64, error: ::std::string::String) {
-                <$controller as $crate::Controller>::on_error(
-                    $crate::Connection::from_id(conn),
-                    error,
-                );
+                <$controller as $crate::Controller>::on_error($crate::Connection::from_id(conn), error);
             }
         }
     };

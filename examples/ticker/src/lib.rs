@@ -8,8 +8,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use wshost_guest::{
-    Connection, Controller, Lifecycle, ServerParams, Timer, broadcast_text, connections,
-    set_timer,
+    Connection, Controller, Lifecycle, ServerParams, Timer, broadcast_text, connections, set_timer,
 };
 
 struct Ticker;

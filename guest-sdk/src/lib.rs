@@ -317,7 +317,7 @@ macro_rules! export {
         const _: () = {
             struct __WshostGuest;
             $crate::__forward_events!($crate::bindings::Guest, $controller, __WshostGuest);
-            $crate::bindings::__wshost_export_world!(__WshostGuest with_types_in $crate::bindings);
+    $crate::bindings::__wshost_export_world!(__WshostGuest with_types_in $crate::bindings);
         };
     };
     ($controller:ty, handshake) => {
@@ -362,10 +362,14 @@ macro_rules! __export_full {
                     <$lifecycle as $crate::Lifecycle>::init(config, params)
                 }
                 fn on_first_open(conn: u64) {
-                    <$lifecycle as $crate::Lifecycle>::on_first_open($crate::Connection::from_id(conn));
+                    <$lifecycle as $crate::Lifecycle>::on_first_open($crate::Connection::from_id(
+                        conn,
+                    ));
                 }
                 fn on_last_close(conn: u64) {
-                    <$lifecycle as $crate::Lifecycle>::on_last_close($crate::Connection::from_id(conn));
+                    <$lifecycle as $crate::Lifecycle>::on_last_close($crate::Connection::from_id(
+                        conn,
+                    ));
                 }
                 fn on_shutdown() {
                     <$lifecycle as $crate::Lifecycle>::on_shutdown();
@@ -382,7 +386,9 @@ macro_rules! __export_full {
                 fn snapshot() -> ::std::vec::Vec<u8> {
                     <$lifecycle as $crate::Lifecycle>::snapshot()
                 }
-                fn restore(state: ::std::vec::Vec<u8>) -> ::std::result::Result<(), ::std::string::String> {
+                fn restore(
+                    state: ::std::vec::Vec<u8>,
+                ) -> ::std::result::Result<(), ::std::string::String> {
                     <$lifecycle as $crate::Lifecycle>::restore(state)
                 }
             }
@@ -405,7 +411,10 @@ macro_rules! __forward_events {
                 <$controller as $crate::Controller>::on_open($crate::Connection::from_id(conn));
             }
             fn on_message(conn: u64, msg: $crate::Message) {
-                <$controller as $crate::Controller>::on_message($crate::Connection::from_id(conn), msg);
+                <$controller as $crate::Controller>::on_message(
+                    $crate::Connection::from_id(conn),
+                    msg,
+                );
             }
             fn on_close(conn: u64, code: u16, reason: ::std::string::String) {
                 <$controller as $crate::Controller>::on_close(
@@ -415,7 +424,10 @@ macro_rules! __forward_events {
                 );
             }
             fn on_error(conn: u64, error: ::std::string::String) {
-                <$controller as $crate::Controller>::on_error($crate::Connection::from_id(conn), error);
+                <$controller as $crate::Controller>::on_error(
+                    $crate::Connection::from_id(conn),
+                    error,
+                );
             }
         }
     };

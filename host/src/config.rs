@@ -11,6 +11,7 @@
 //! [controllers.echo]                   # optional: a named controller
 //! wasm = "../target/wasm32-wasip2/release/echo.wasm"
 //! build = "cargo build --release --target wasm32-wasip2 -p echo"   # optional
+//! watch = ["echo/src"]                 # optional: sources that re-run `build` (--watch)
 //!
 //! [[route]]
 //! name = "echo"                        # default: the `match` pattern, or `*`
@@ -87,6 +88,8 @@ pub struct ControllerSpec {
     pub wasm: PathBuf,
     /// Shell command run before loading, if any.
     pub build: Option<BuildCommand>,
+    /// Source files or directories whose changes re-run `build` under `run --watch`.
+    pub watch: Vec<PathBuf>,
     /// The merged `config` tables of the routes using this controller, for `init`.
     pub config: Vec<(String, String)>,
     /// (name, pattern) of the routes using this controller.
@@ -184,6 +187,8 @@ struct RawConfig {
 struct RawController {
     wasm: Spanned<String>,
     build: Option<String>,
+    #[serde(default)]
+    watch: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -244,7 +249,14 @@ impl Config {
                 command,
                 workdir: base.clone(),
             });
-            named.insert(name.clone(), intern(&mut controllers, name, wasm, build));
+            let index = intern(&mut controllers, name, wasm, build);
+            controllers[index].watch = c
+                .get_ref()
+                .watch
+                .iter()
+                .map(|w| normalize(&base.join(w)))
+                .collect();
+            named.insert(name.clone(), index);
         }
 
         let mut trusted_proxies = Vec::with_capacity(raw.trusted_proxies.len());
@@ -465,6 +477,7 @@ fn intern(
         name: name.to_owned(),
         wasm,
         build,
+        watch: Vec::new(),
         config: Vec::new(),
         routes: Vec::new(),
     });

@@ -28,6 +28,10 @@ enum Command {
         /// Listen here instead of the file's `listen` (e.g. `127.0.0.1:0`).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Development loop: also watch each controller's `watch` sources and re-run its
+        /// `build` command when they change (the rebuilt file is then hot-reloaded).
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate a routes.toml: parse it, build and compile every controller, check each
     /// fits the controller world, and print the route table.
@@ -55,7 +59,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run { routes, listen } => run(routes, listen).await,
+            Command::Run {
+                routes,
+                listen,
+                watch,
+            } => run(routes, listen, watch).await,
             Command::Check { routes } => check(routes).await,
         }
     });
@@ -68,7 +76,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(routes: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+async fn run(routes: PathBuf, listen: Option<SocketAddr>, watch: bool) -> anyhow::Result<()> {
     let mut config = Config::load(&routes)?;
     let addr = listen.unwrap_or(config.listen);
     // Bound before the controllers load, so their `init` learns the real address (with
@@ -78,7 +86,13 @@ async fn run(routes: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> 
         .with_context(|| format!("cannot listen on `{addr}`"))?;
     let bound = listener.local_addr()?;
     config.listen = bound;
+    let specs = config.controllers.clone();
     let server = wshost::Server::start(config).await?;
+    let _sources = if watch {
+        Some(wshost::controller::watch_sources(specs).context("cannot watch controller sources")?)
+    } else {
+        None
+    };
     // The one line on stdout: scripts and tests read the bound port from it.
     let mut stdout = std::io::stdout();
     writeln!(stdout, "wshost listening on ws://{bound}")?;

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::build_step;
 use super::engine::Runtime;
 use super::{ControllerHandle, Event, Reload};
 use crate::config::ControllerSpec;
@@ -80,6 +81,70 @@ pub fn watch(
         }
     });
     Ok(ReloadWatcher { _watcher: watcher })
+}
+
+/// Keeps the source watcher of `run --watch` alive.
+pub struct SourceWatcher {
+    _watcher: RecommendedWatcher,
+}
+
+/// The development loop: when a source path of a controller (its `watch` list) changes,
+/// re-run its build command; the rebuilt `.wasm` is then picked up by [`watch`]. A failed
+/// build is logged and the running version stays.
+pub fn watch_sources(specs: Vec<ControllerSpec>) -> Result<SourceWatcher, notify::Error> {
+    let (tx, mut changed) = mpsc::unbounded_channel::<PathBuf>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Some(event) = event.ok().filter(|e| is_content_change(e.kind)) {
+            for path in event.paths {
+                let _ = tx.send(path);
+            }
+        }
+    })?;
+    let mut watched: Vec<(usize, PathBuf)> = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        if spec.build.is_none() {
+            continue;
+        }
+        if spec.watch.is_empty() {
+            tracing::warn!(controller = %spec.name, "--watch: no `watch` paths, so its sources are not watched");
+        }
+        for path in &spec.watch {
+            watcher.watch(path, RecursiveMode::Recursive)?;
+            watched.push((i, path.canonicalize().unwrap_or_else(|_| path.clone())));
+        }
+    }
+    tokio::spawn(async move {
+        let mut due: HashMap<usize, Instant> = HashMap::new();
+        loop {
+            let next = due.values().min().copied();
+            tokio::select! {
+                path = changed.recv() => {
+                    let Some(path) = path else { return };
+                    for (i, root) in &watched {
+                        if path.starts_with(root) {
+                            due.insert(*i, Instant::now() + DEBOUNCE);
+                        }
+                    }
+                }
+                () = sleep_until(next), if next.is_some() => {
+                    let now = Instant::now();
+                    let ready: Vec<usize> =
+                        due.iter().filter(|(_, t)| **t <= now).map(|(i, _)| *i).collect();
+                    for i in ready {
+                        due.remove(&i);
+                        let spec = &specs[i];
+                        let build = spec.build.as_ref().expect("only controllers with a build are watched");
+                        let started = Instant::now();
+                        match build_step::run(&spec.name, build).await {
+                            Ok(()) => tracing::info!(controller = %spec.name, took_ms = started.elapsed().as_millis() as u64, "rebuilt after a source change"),
+                            Err(error) => tracing::error!(%error, "rebuild failed; the running version stays"),
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(SourceWatcher { _watcher: watcher })
 }
 
 /// Loads the new version of one controller and queues the swap.

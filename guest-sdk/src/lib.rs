@@ -47,6 +47,10 @@ pub mod bindings {
 /// base world's types. Controllers exported with an optional capability use this world
 /// and get defaults for the capabilities they do not implement.
 #[doc(hidden)]
+#[expect(
+    clippy::mem_forget,
+    reason = "in the code wit-bindgen generates for list returns"
+)]
 pub mod bindings_full {
     wit_bindgen::generate!({
         path: "../wit",

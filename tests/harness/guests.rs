@@ -1,4 +1,6 @@
-//! Building the guest controllers (echo, chat, probe) once per test process.
+//! Building the guest controllers once per test process: the examples (echo, chat, auth,
+//! ticker) and the test-only probe and lifecycle controllers, the latter in three builds
+//! (v1, v2, bad-init) kept side by side for the hot-reload tests.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,6 +19,16 @@ pub(crate) struct Guests {
     pub(crate) chat: PathBuf,
     /// examples/test-controllers/probe.
     pub(crate) probe: PathBuf,
+    /// examples/auth (exports the handshake hook).
+    pub(crate) auth: PathBuf,
+    /// examples/ticker (lifecycle + timers).
+    pub(crate) ticker: PathBuf,
+    /// examples/test-controllers/lifecycle, default build: replies `v1:...`.
+    pub(crate) lifecycle_v1: PathBuf,
+    /// The same built with feature `v2`: replies `v2:...`.
+    pub(crate) lifecycle_v2: PathBuf,
+    /// The same built with feature `bad-init`: `init` refuses to start.
+    pub(crate) lifecycle_bad_init: PathBuf,
 }
 
 /// Builds echo, chat and probe for wasm32-wasip2 (once; later calls return the same paths).
@@ -33,44 +45,69 @@ pub(crate) fn guests() -> &'static Guests {
     }
 }
 
-fn build_guests() -> Result<Guests> {
-    let root = workspace_root();
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+fn cargo_build(target_dir: &Path, args: &[&str]) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            "echo",
-            "-p",
-            "chat",
-            "-p",
-            "probe",
-        ])
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .args(args)
         .arg("--target-dir")
-        .arg(&target_dir)
-        .current_dir(root)
+        .arg(target_dir)
+        .current_dir(workspace_root())
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("running {}", Path::new(&cargo).display()))?;
     ensure!(
         output.status.success(),
-        "cargo build of the guests failed ({}):\n{}",
+        "cargo build {args:?} of the guests failed ({}):\n{}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
+    Ok(())
+}
+
+fn build_guests() -> Result<Guests> {
+    let root = workspace_root();
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
     let dir = target_dir.join("wasm32-wasip2").join("release");
+    let variants = dir.join("test-variants");
+    std::fs::create_dir_all(&variants).context("creating the variants directory")?;
+    cargo_build(
+        &target_dir,
+        &[
+            "-p", "echo", "-p", "chat", "-p", "probe", "-p", "auth", "-p", "ticker",
+        ],
+    )?;
+    // The lifecycle controller in three builds; each is copied out before the next one
+    // overwrites lifecycle.wasm.
+    let mut lifecycle = Vec::new();
+    for (features, name) in [("", "v1"), ("v2", "v2"), ("bad-init", "bad-init")] {
+        cargo_build(&target_dir, &["-p", "lifecycle", "--features", features])?;
+        let copy = variants.join(format!("lifecycle-{name}.wasm"));
+        std::fs::copy(dir.join("lifecycle.wasm"), &copy)
+            .with_context(|| format!("copying the {name} build"))?;
+        lifecycle.push(copy);
+    }
+    let [lifecycle_v1, lifecycle_v2, lifecycle_bad_init] =
+        <[PathBuf; 3]>::try_from(lifecycle).expect("three builds");
     let guests = Guests {
         echo: dir.join("echo.wasm"),
         chat: dir.join("chat.wasm"),
         probe: dir.join("probe.wasm"),
+        auth: dir.join("auth.wasm"),
+        ticker: dir.join("ticker.wasm"),
+        lifecycle_v1,
+        lifecycle_v2,
+        lifecycle_bad_init,
     };
-    for path in [&guests.echo, &guests.chat, &guests.probe] {
+    for path in [
+        &guests.echo,
+        &guests.chat,
+        &guests.probe,
+        &guests.auth,
+        &guests.ticker,
+    ] {
         ensure!(
             path.is_file(),
             "the guest build did not produce {}",

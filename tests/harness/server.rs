@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -65,12 +66,24 @@ impl Server {
         Ok(server)
     }
 
+    /// Runs wshost on the routes.toml of an already prepared directory.
+    pub(crate) async fn start_in(dir: RoutesDir) -> Result<Self> {
+        let mut server = Self::spawn(&dir.routes(), &[]).await?;
+        server._dir = Some(dir);
+        Ok(server)
+    }
+
     /// Runs `wshost run ROUTES --listen 127.0.0.1:0` and waits for its listening line.
     pub(crate) async fn start_file(routes: &Path) -> Result<Self> {
+        Self::spawn(routes, &[]).await
+    }
+
+    async fn spawn(routes: &Path, env: &[(&str, &str)]) -> Result<Self> {
         let mut child = Command::new(wshost_bin())
             .arg("run")
             .arg(routes)
             .args(["--listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -137,6 +150,33 @@ impl Server {
         Ok(server)
     }
 
+    /// Sends SIGTERM (or SIGINT) to the server process.
+    pub(crate) fn signal(&self, name: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .context("running kill")?;
+        ensure!(status.success(), "kill -{name} failed: {status}");
+        Ok(())
+    }
+
+    /// Waits (at most the hang guard) for the server process to exit; returns its status.
+    pub(crate) async fn wait_exit(&mut self) -> Result<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + HANG_GUARD;
+        loop {
+            if let Some(status) = self.child.try_wait().context("waiting for wshost")? {
+                return Ok(status);
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "wshost did not exit (hang guard); stderr:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Everything the server wrote to stderr so far.
     pub(crate) fn log(&self) -> String {
         self.log.borrow().clone()
@@ -157,6 +197,32 @@ impl Server {
                 self.log()
             )),
         }
+    }
+
+    /// Waits until at least `n` stderr lines satisfy `pred`.
+    pub(crate) async fn log_count(
+        &self,
+        what: &str,
+        n: usize,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<()> {
+        let mut log = self.log.clone();
+        let found = timeout(
+            HANG_GUARD,
+            log.wait_for(|log| log.lines().filter(|l| pred(l)).count() >= n),
+        )
+        .await;
+        ensure!(
+            matches!(found, Ok(Ok(_))),
+            "fewer than {n} stderr lines {what} (hang guard); stderr:\n{}",
+            self.log()
+        );
+        Ok(())
+    }
+
+    /// The address the server listens on.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Opens a WebSocket connection to `path` (which may carry a query).

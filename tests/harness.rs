@@ -7,6 +7,7 @@
 //! instead of hanging the whole run. The bound is a hang guard, never a performance
 //! assertion: nothing here measures how fast the server is.
 
+mod auth;
 mod client;
 mod guests;
 mod http;
@@ -17,6 +18,7 @@ mod server;
 use std::path::Path;
 use std::time::Duration;
 
+pub(crate) use auth::{SECRET, claims, fixture, hs256_with, jwt, now, unsigned};
 pub(crate) use client::Client;
 pub(crate) use guests::guests;
 pub(crate) use http::{HttpRequest, HttpResponse};

@@ -10,6 +10,7 @@ mod config_errors;
 mod connection_info;
 mod echo;
 mod examples_run;
+mod filter_bearer;
 mod guest_log;
 mod hot_reload;
 mod http_errors;

@@ -288,6 +288,32 @@ impl Server {
     /// Performs the opening handshake of `request` by hand (so that no client-side check
     /// gets in the way), expects `101 Switching Protocols` with a correct accept key, and
     /// returns the response head with a WebSocket client on the connection.
+    /// Sends `request`; returns the 101 and the client if the server upgraded, or the
+    /// complete refusal (read until the server closes) if it did not.
+    pub(crate) async fn attempt(
+        &self,
+        request: &HttpRequest,
+    ) -> Result<Result<(HttpResponse, Client), HttpResponse>> {
+        let exchange = async {
+            let mut tcp = TcpStream::connect(self.addr).await?;
+            tcp.write_all(request.to_string().as_bytes()).await?;
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                head.push(tcp.read_u8().await?);
+            }
+            let (mut response, _) = HttpResponse::parse_head(&head)?;
+            if response.status == 101 {
+                let ws = WebSocketStream::from_raw_socket(tcp, Role::Client, None).await;
+                return anyhow::Ok(Ok((response, Client::new(ws))));
+            }
+            tcp.read_to_end(&mut response.body).await?;
+            anyhow::Ok(Err(response))
+        };
+        timeout(HANG_GUARD, exchange)
+            .await
+            .context("the server neither answered nor closed the connection (hang guard)")?
+    }
+
     pub(crate) async fn upgrade(&self, request: &HttpRequest) -> Result<(HttpResponse, Client)> {
         let key = request
             .get("sec-websocket-key")

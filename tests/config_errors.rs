@@ -100,3 +100,53 @@ async fn garbage_is_not_a_component() -> Result<()> {
     );
     Ok(())
 }
+
+/// Asserts `check` fails on `routes` with `file:line:` and every one of `needles`.
+async fn check_fails_with(routes: &str, line: usize, needles: &[&str]) -> Result<()> {
+    let dir = RoutesDir::new(routes)?;
+    let stderr = failure(&check(&dir.routes()).await?);
+    let at = format!("{}:{line}:", dir.routes().display());
+    assert!(stderr.contains(&at), "expected {at:?} in:\n{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "expected {needle:?} in:\n{stderr}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_filter_of_unknown_kind_or_with_an_unknown_key_is_named() -> Result<()> {
+    check_fails_with(
+        "[[route]]\ncontroller = \"x.wasm\"\nfilters = [{ kind = \"firewall\" }]\n",
+        3,
+        &["`route[0].filters[0]`", "unknown variant `firewall`"],
+    )
+    .await?;
+    check_fails_with(
+        "[filters.o]\nkind = \"origin\"\nalow = [\"x\"]\n[[route]]\ncontroller = \"x.wasm\"\nfilters = [\"o\"]\n",
+        1,
+        &["`filters.o`", "unknown field `alow`"],
+    )
+    .await?;
+    check_fails_with(
+        "[[route]]\ncontroller = \"x.wasm\"\nfilters = [\"nope\"]\n",
+        3,
+        &["unknown filter `nope`"],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn missing_secrets_and_keys_are_named() -> Result<()> {
+    check_fails_with(
+        "[[filter]]\nkind = \"bearer\"\nalgorithm = \"HS256\"\nsecret-env = \"WSHOST_SURELY_UNSET_VARIABLE\"\n[[route]]\ncontroller = \"x.wasm\"\n",
+        1,
+        &["`filter[0]`", "`WSHOST_SURELY_UNSET_VARIABLE` is not set"],
+    )
+    .await?;
+    check_fails_with(
+        "[[route]]\ncontroller = \"x.wasm\"\nfilters = [{ kind = \"bearer\", algorithm = \"RS256\", public-key-file = \"nope.pem\" }]\n",
+        3,
+        &["`public-key-file`", "nope.pem"],
+    )
+    .await
+}

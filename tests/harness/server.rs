@@ -68,7 +68,12 @@ impl Server {
 
     /// Runs wshost on the routes.toml of an already prepared directory.
     pub(crate) async fn start_in(dir: RoutesDir) -> Result<Self> {
-        let mut server = Self::spawn(&dir.routes(), &[]).await?;
+        Self::start_in_with_env(dir, &[]).await
+    }
+
+    /// Like [`Server::start_in`], with extra environment variables for the server.
+    pub(crate) async fn start_in_with_env(dir: RoutesDir, env: &[(&str, &str)]) -> Result<Self> {
+        let mut server = Self::spawn(&dir.routes(), env).await?;
         server._dir = Some(dir);
         Ok(server)
     }

@@ -77,7 +77,7 @@ fn bearer(path: &str, token: &str) -> HttpRequest {
 /// The attributes the probe sees on an accepted connection.
 async fn attributes(client: &mut Client) -> Result<Value> {
     client.recv_text().await?; // "open N"
-    let info: Value = serde_json::from_str(&client.request("info-json").await?)?;
+    let info: Value = serde_json::from_str(&client.probe_request("info-json").await?)?;
     Ok(info["attributes"].clone())
 }
 

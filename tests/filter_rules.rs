@@ -64,7 +64,7 @@ async fn attempt(server: &Server, request: HttpRequest) -> Result<Result<Value, 
     Ok(match server.attempt(&request).await? {
         Ok((_, mut client)) => {
             client.recv_text().await?;
-            let info: Value = serde_json::from_str(&client.request("info-json").await?)?;
+            let info: Value = serde_json::from_str(&client.probe_request("info-json").await?)?;
             Ok(info["attributes"].clone())
         }
         Err(response) => Err(response),

@@ -19,6 +19,7 @@ mod hot_reload;
 mod http_errors;
 mod lifecycle;
 mod request_limits;
+mod routes_reload;
 mod routing;
 mod shutdown;
 mod subprotocol;

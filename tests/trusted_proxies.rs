@@ -29,7 +29,7 @@ controller = "{probe}"
 async fn remote(server: &Server, request: HttpRequest) -> Result<String> {
     let (_, mut client) = server.upgrade(&request).await?;
     client.recv_text().await?;
-    let info: Value = serde_json::from_str(&client.request("info-json").await?)?;
+    let info: Value = serde_json::from_str(&client.probe_request("info-json").await?)?;
     Ok(info["remote_addr"].as_str().unwrap_or_default().to_owned())
 }
 

@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::controller::{
-    ConnectionInfo, ControllerHandle, Event, OUTBOUND_QUEUE_CAPACITY, Outbound, outbound_queue,
+    ConnectionInfo, ControllerHandle, Event, Outbound, OutboundHandle, OutboundQueue,
 };
 
 /// How long to wait for the peer's answer after sending a close frame.
@@ -36,18 +36,19 @@ const SHUTDOWN_CLOSE: (u16, &str) = (1001, "server shutting down");
 /// Close code and reason used when the outbound queue overflows.
 const OVERFLOW_CLOSE: (u16, &str) = (1008, "outbound queue full");
 
-/// Serves one upgraded connection until it is closed, then reports `Closed`.
+/// Serves one upgraded connection until it is closed, then reports `Closed`. The
+/// outbound queue is made by the caller, which keeps a handle to close the connection.
 pub async fn run<S>(
     ws: WebSocketStream<S>,
     info: Arc<ConnectionInfo>,
     controller: ControllerHandle,
+    (handle, mut queue): (OutboundHandle, OutboundQueue),
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let id = info.id;
     let events = controller.events().clone();
-    let (handle, mut queue) = outbound_queue(OUTBOUND_QUEUE_CAPACITY);
     let open = Event::Open {
         info,
         outbound: handle,
@@ -134,9 +135,26 @@ pub async fn run<S>(
                 }
             },
             () = stopping(&mut shutdown), if close_deadline.is_none() => {
-                let (code, reason) = SHUTDOWN_CLOSE;
-                let _ = sink.send(close_message(code, reason)).await;
-                closed_with.get_or_insert((code, reason.to_owned()));
+                // What the controller queued before the shutdown signal (e.g. from
+                // `on-shutdown`) goes out before the close frame.
+                let mut code_reason = None;
+                while let Ok(item) = queue.rx.try_recv() {
+                    match item {
+                        Outbound::Message(message) => {
+                            if sink.send(message).await.is_err() {
+                                break;
+                            }
+                        }
+                        Outbound::Close(code, reason) => {
+                            code_reason = Some((code, reason));
+                            break;
+                        }
+                    }
+                }
+                let (code, reason) = code_reason
+                    .unwrap_or_else(|| (SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1.to_owned()));
+                let _ = sink.send(close_message(code, &reason)).await;
+                closed_with.get_or_insert((code, reason));
                 close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
             }
             () = queue.overflow.notified(), if close_deadline.is_none() => {

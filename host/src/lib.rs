@@ -6,7 +6,8 @@
 //! [`routing`] (with [`pattern`] globs) to pick a route, then [`filter`] runs the
 //! request filters; [`connection`] runs one
 //! upgraded client; [`controller`] loads components and runs one actor per controller
-//! that calls its exports.
+//! that calls its exports (and hot-reloads them); [`reconfigure`] applies a changed
+//! routes.toml.
 
 pub mod config;
 pub mod connection;
@@ -14,6 +15,7 @@ pub mod controller;
 pub mod filter;
 pub mod handshake;
 pub mod pattern;
+pub mod reconfigure;
 pub mod routing;
 pub mod server;
 

@@ -88,6 +88,11 @@ async fn run(routes: PathBuf, listen: Option<SocketAddr>, watch: bool) -> anyhow
     config.listen = bound;
     let specs = config.controllers.clone();
     let server = wshost::Server::start(config).await?;
+    let _routes_watch = wshost::reconfigure::watch_routes(server.clone())
+        .map_err(
+            |error| tracing::warn!(%error, "cannot watch the routes file; edits need a restart"),
+        )
+        .ok();
     let _sources = if watch {
         Some(wshost::controller::watch_sources(specs).context("cannot watch controller sources")?)
     } else {

@@ -12,10 +12,12 @@
 //! them are closed, or when `shutdown-timeout-ms` has passed (counted from the signal),
 //! logging how many were cut off.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -25,15 +27,25 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::controller::{self, ConnectionInfo, ControllerHandle, LoadError, Runtime};
+use crate::controller::{
+    self, ConnectionInfo, ControllerHandle, LoadError, OUTBOUND_QUEUE_CAPACITY, OutboundHandle,
+    Runtime, outbound_queue,
+};
 use crate::filter::{Check, proxy};
 use crate::handshake::{Accepted, Rejection, Request};
 use crate::{connection, handshake};
 
 /// A configured server with its controllers running.
 pub struct Server {
-    config: Config,
-    controllers: Vec<ControllerHandle>,
+    /// The routes file, for reloading it.
+    routes_file: PathBuf,
+    /// The live configuration; replaced as a whole when routes.toml is reloaded, and read
+    /// once per request, so a request sees one consistent table.
+    table: RwLock<Arc<Table>>,
+    pub(crate) runtime: Runtime,
+    /// Open connections by id: their route and outbound queue (to close them when their
+    /// route is removed).
+    pub(crate) open: Mutex<HashMap<u64, (String, OutboundHandle)>>,
     next_id: AtomicU64,
     /// `true` once shutdown started: new requests get 503.
     draining: AtomicBool,
@@ -43,8 +55,37 @@ pub struct Server {
     active: AtomicUsize,
     /// Notified whenever `active` drops to zero.
     idle: Notify,
+}
+
+/// One version of the configuration and the controllers it uses.
+pub(crate) struct Table {
+    pub(crate) config: Config,
+    /// Parallel to `config.controllers`.
+    pub(crate) controllers: Vec<ControllerHandle>,
     /// Hot reload of changed controller files; `None` if the watcher could not start.
-    _reload: Option<controller::ReloadWatcher>,
+    pub(crate) _reload: Option<controller::ReloadWatcher>,
+}
+
+impl Table {
+    /// A table for `config`, watching its controllers' files for hot reload.
+    pub(crate) fn new(
+        runtime: &Runtime,
+        config: Config,
+        controllers: Vec<ControllerHandle>,
+    ) -> Self {
+        let reload = controller::watch(
+            runtime.clone(),
+            config.controllers.clone(),
+            controllers.clone(),
+        )
+        .map_err(|error| tracing::warn!(%error, "cannot watch controller files; hot reload is off"))
+        .ok();
+        Self {
+            config,
+            controllers,
+            _reload: reload,
+        }
+    }
 }
 
 /// Counts a connection as active for as long as it lives.
@@ -64,26 +105,38 @@ impl Server {
     pub async fn start(config: Config) -> Result<Arc<Self>, LoadError> {
         let runtime = Runtime::new(config.listen.to_string())?;
         let controllers = controller::start_all(&runtime, &config.controllers).await?;
-        let reload = controller::watch(runtime, config.controllers.clone(), controllers.clone())
-            .map_err(
-                |error| tracing::warn!(%error, "cannot watch controller files; hot reload is off"),
-            )
-            .ok();
+        let table = Table::new(&runtime, config, controllers);
         Ok(Arc::new(Self {
-            config,
-            controllers,
+            routes_file: table.config.path.clone(),
+            table: RwLock::new(Arc::new(table)),
+            runtime,
+            open: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             draining: AtomicBool::new(false),
             shutdown: watch::Sender::new(false),
             active: AtomicUsize::new(0),
             idle: Notify::new(),
-            _reload: reload,
         }))
     }
 
-    /// The configuration the server runs.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The configuration the server runs now.
+    pub fn config(&self) -> Config {
+        self.table().config.clone()
+    }
+
+    /// The current table.
+    pub(crate) fn table(&self) -> Arc<Table> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the table (a routes.toml reload).
+    pub(crate) fn set_table(&self, table: Table) {
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+    }
+
+    /// The routes file the server was started from.
+    pub fn routes_file(&self) -> &std::path::Path {
+        &self.routes_file
     }
 
     /// Accepts connections on `listener` until `shutdown` completes, then drains them
@@ -95,9 +148,10 @@ impl Server {
             tokio::select! {
                 () = &mut shutdown, if deadline.is_none() => {
                     let open = self.active.load(Ordering::Acquire);
-                    tracing::info!(open, timeout = ?self.config.shutdown_timeout, "shutting down: refusing new connections, calling on-shutdown, then closing connections");
+                    let timeout = self.table().config.shutdown_timeout;
+                    tracing::info!(open, ?timeout, "shutting down: refusing new connections, calling on-shutdown, then closing connections");
                     self.draining.store(true, Ordering::Release);
-                    let end = tokio::time::Instant::now() + self.config.shutdown_timeout;
+                    let end = tokio::time::Instant::now() + timeout;
                     deadline = Some(end);
                     tokio::spawn(self.clone().close_all(end));
                 }
@@ -131,7 +185,8 @@ impl Server {
     /// Shutdown's second half: `on-shutdown` on every controller (at most until `end`),
     /// then the signal that makes every connection close with 1001.
     async fn close_all(self: Arc<Self>, end: tokio::time::Instant) {
-        let calls = futures_util::future::join_all(self.controllers.iter().map(|c| c.shutdown()));
+        let table = self.table();
+        let calls = futures_util::future::join_all(table.controllers.iter().map(|c| c.shutdown()));
         if tokio::time::timeout_at(end, calls).await.is_err() {
             tracing::warn!("on-shutdown did not finish before the shutdown deadline");
         }
@@ -159,9 +214,10 @@ impl Server {
     /// Handshake, then the connection's life.
     async fn handle_client(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr, id: u64) {
         let _ = stream.set_nodelay(true);
+        let limits = &self.table().config;
         let head = tokio::time::timeout(
-            self.config.handshake_timeout,
-            handshake::read_request(&mut stream, self.config.max_header_bytes),
+            limits.handshake_timeout,
+            handshake::read_request(&mut stream, limits.max_header_bytes),
         )
         .await;
         let (request, rest) = match head {
@@ -178,7 +234,8 @@ impl Server {
             Ok(Ok(Some(head))) => head,
         };
         tracing::Span::current().record("path", request.path.as_str());
-        let (accepted, info, controller) = match self.admit(&request, peer, id).await {
+        let table = self.table();
+        let (accepted, info, controller) = match self.admit(&table, &request, peer, id).await {
             Ok(admitted) => admitted,
             Err(rejection) => {
                 tracing::info!(status = rejection.status, reason = %rejection.body, "rejected");
@@ -192,36 +249,52 @@ impl Server {
         }
         self.active.fetch_add(1, Ordering::AcqRel);
         let _active = ActiveGuard(&self);
+        let (outbound, queue) = outbound_queue(OUTBOUND_QUEUE_CAPACITY);
+        let route = info.attributes[0].1.clone();
+        self.open_connections()
+            .insert(id, (route, outbound.clone()));
+        let controller = controller.clone();
+        drop(table);
         let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, None).await;
         connection::run(
             ws,
             Arc::new(info),
-            controller.clone(),
+            controller,
+            (outbound, queue),
             self.shutdown.subscribe(),
         )
         .await;
+        self.open_connections().remove(&id);
+    }
+
+    pub(crate) fn open_connections(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, (String, OutboundHandle)>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Everything between a parsed request and the `101`: protocol checks and routing,
     /// the global filters, the route's filters, and the controller's own handshake
     /// hook, in that order. Returns what the connection needs, or the HTTP refusal.
-    async fn admit(
+    async fn admit<'t>(
         &self,
+        table: &'t Table,
         request: &Request,
         peer: SocketAddr,
         id: u64,
-    ) -> Result<(Accepted, ConnectionInfo, &ControllerHandle), Rejection> {
+    ) -> Result<(Accepted, ConnectionInfo, &'t ControllerHandle), Rejection> {
         if self.draining.load(Ordering::Acquire) {
             return Err(Rejection::new(503, "server shutting down"));
         }
-        let accepted = handshake::accept(request, &self.config.routes)?;
-        let route = &self.config.routes[accepted.selected.route];
-        let controller = &self.controllers[route.controller];
+        let config = &table.config;
+        let accepted = handshake::accept(request, &config.routes)?;
+        let route = &config.routes[accepted.selected.route];
+        let controller = &table.controllers[route.controller];
         let span = tracing::Span::current();
         span.record("route", route.name.as_str());
         span.record("controller", controller.name());
 
-        let client = proxy::client(peer, request, &self.config.trusted_proxies);
+        let client = proxy::client(peer, request, &config.trusted_proxies);
         let mut attributes = vec![("route".to_owned(), route.name.clone())];
         for (i, capture) in accepted.selected.captures.iter().enumerate() {
             attributes.push((format!("match.{}", i + 1), capture.clone()));
@@ -232,8 +305,7 @@ impl Server {
             attributes: &mut attributes,
             now: std::time::Instant::now(),
         };
-        let global = self
-            .config
+        let global = config
             .filters
             .iter()
             .filter(|g| g.pattern.as_ref().is_none_or(|p| p.is_match(&request.path)))

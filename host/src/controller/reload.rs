@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::build_step;
-use super::engine::Runtime;
+use super::engine::{LoadError, Runtime};
 use super::{ControllerHandle, Event, Reload};
 use crate::config::ControllerSpec;
 
@@ -145,6 +145,23 @@ pub fn watch_sources(specs: Vec<ControllerSpec>) -> Result<SourceWatcher, notify
         }
     });
     Ok(SourceWatcher { _watcher: watcher })
+}
+
+/// Loads `spec` (building it first if it has a build command) and queues it as a new
+/// version of the controller behind `handle`: used when routes.toml changes a
+/// controller's name, routes or config. An error leaves the running version alone.
+pub async fn reload_in_place(
+    runtime: &Runtime,
+    spec: &ControllerSpec,
+    handle: &ControllerHandle,
+) -> Result<(), LoadError> {
+    let started = Instant::now();
+    let loaded = runtime.load(spec).await?;
+    let event = Event::Reload(Box::new(Reload { loaded, started }));
+    if handle.events().send(event).await.is_err() {
+        tracing::warn!(controller = %spec.name, "controller stopped; reload dropped");
+    }
+    Ok(())
 }
 
 /// Loads the new version of one controller and queues the swap.

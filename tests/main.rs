@@ -26,3 +26,4 @@ mod subprotocol;
 mod timers;
 mod trap;
 mod trusted_proxies;
+mod watch_mode;

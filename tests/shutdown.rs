@@ -64,3 +64,21 @@ async fn requests_during_the_drain_get_503_and_a_silent_client_is_cut_off() -> R
     drop(silent);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once() -> Result<()> {
+    let mut server = Server::start(&routes("shutdown-timeout-ms = 60000")).await?;
+    // Never answers the close frame: without the second signal the drain would last a
+    // minute.
+    let mut silent = server.connect("/life/silent").await?;
+    assert_eq!(silent.request("hi").await?, "v1:hi");
+    server.signal("TERM")?;
+    server
+        .log_line("announcing the shutdown", |l| l.contains("shutting down"))
+        .await?;
+    server.signal("INT")?;
+    let status = server.wait_exit().await?;
+    assert_eq!(status.code(), Some(130), "exit status {status}");
+    drop(silent);
+    Ok(())
+}

@@ -73,21 +73,29 @@ impl Server {
 
     /// Like [`Server::start_in`], with extra environment variables for the server.
     pub(crate) async fn start_in_with_env(dir: RoutesDir, env: &[(&str, &str)]) -> Result<Self> {
-        let mut server = Self::spawn(&dir.routes(), env).await?;
+        let mut server = Self::spawn(&dir.routes(), env, &[]).await?;
         server._dir = Some(dir);
         Ok(server)
     }
 
     /// Runs `wshost run ROUTES --listen 127.0.0.1:0` and waits for its listening line.
     pub(crate) async fn start_file(routes: &Path) -> Result<Self> {
-        Self::spawn(routes, &[]).await
+        Self::spawn(routes, &[], &[]).await
     }
 
-    async fn spawn(routes: &Path, env: &[(&str, &str)]) -> Result<Self> {
+    /// Runs `wshost run --watch` (the development loop) on a prepared directory.
+    pub(crate) async fn start_watching(dir: RoutesDir) -> Result<Self> {
+        let mut server = Self::spawn(&dir.routes(), &[], &["--watch"]).await?;
+        server._dir = Some(dir);
+        Ok(server)
+    }
+
+    async fn spawn(routes: &Path, env: &[(&str, &str)], args: &[&str]) -> Result<Self> {
         let mut child = Command::new(wshost_bin())
             .arg("run")
             .arg(routes)
             .args(["--listen", "127.0.0.1:0"])
+            .args(args)
             .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

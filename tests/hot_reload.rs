@@ -152,3 +152,17 @@ async fn a_version_whose_init_refuses_is_refused() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_version_whose_init_traps_is_refused() -> Result<()> {
+    let (server, ctl) = server().await?;
+    let mut client = server.connect("/r/a").await?;
+    assert_eq!(client.request("x").await?, "v1:x");
+    replace(&ctl, &std::fs::read(&guests().lifecycle_trap_init)?)?;
+    let line = server
+        .log_line("refusing the reload", |l| l.contains("reload refused"))
+        .await?;
+    assert!(line.contains("failed to instantiate"), "{line}");
+    assert_eq!(client.request("y").await?, "v1:y");
+    Ok(())
+}

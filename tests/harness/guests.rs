@@ -1,6 +1,6 @@
 //! Building the guest controllers once per test process: the examples (echo, chat, auth,
-//! ticker) and the test-only probe and lifecycle controllers, the latter in three builds
-//! (v1, v2, bad-init) kept side by side for the hot-reload tests.
+//! ticker) and the test-only probe and lifecycle controllers, the latter in four builds
+//! (v1, v2, bad-init, trap-init) kept side by side for the hot-reload tests.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -29,6 +29,8 @@ pub(crate) struct Guests {
     pub(crate) lifecycle_v2: PathBuf,
     /// The same built with feature `bad-init`: `init` refuses to start.
     pub(crate) lifecycle_bad_init: PathBuf,
+    /// The same built with feature `trap-init`: `init` panics.
+    pub(crate) lifecycle_trap_init: PathBuf,
 }
 
 /// Builds echo, chat and probe for wasm32-wasip2 (once; later calls return the same paths).
@@ -82,15 +84,24 @@ fn build_guests() -> Result<Guests> {
     // The lifecycle controller in three builds; each is copied out before the next one
     // overwrites lifecycle.wasm.
     let mut lifecycle = Vec::new();
-    for (features, name) in [("", "v1"), ("v2", "v2"), ("bad-init", "bad-init")] {
+    for (features, name) in [
+        ("", "v1"),
+        ("v2", "v2"),
+        ("bad-init", "bad-init"),
+        ("trap-init", "trap-init"),
+    ] {
         cargo_build(&target_dir, &["-p", "lifecycle", "--features", features])?;
         let copy = variants.join(format!("lifecycle-{name}.wasm"));
         std::fs::copy(dir.join("lifecycle.wasm"), &copy)
             .with_context(|| format!("copying the {name} build"))?;
         lifecycle.push(copy);
     }
-    let [lifecycle_v1, lifecycle_v2, lifecycle_bad_init] =
-        <[PathBuf; 3]>::try_from(lifecycle).expect("three builds");
+    let [
+        lifecycle_v1,
+        lifecycle_v2,
+        lifecycle_bad_init,
+        lifecycle_trap_init,
+    ] = <[PathBuf; 4]>::try_from(lifecycle).expect("four builds");
     let guests = Guests {
         echo: dir.join("echo.wasm"),
         chat: dir.join("chat.wasm"),
@@ -100,6 +111,7 @@ fn build_guests() -> Result<Guests> {
         lifecycle_v1,
         lifecycle_v2,
         lifecycle_bad_init,
+        lifecycle_trap_init,
     };
     for path in [
         &guests.echo,

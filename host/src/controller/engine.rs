@@ -93,6 +93,8 @@ pub struct Runtime {
     pub(crate) linker: Arc<Linker<HostState>>,
     /// The server's listen address, told to controllers' `init`.
     listen: String,
+    /// wasmtime's on-disk cache of compiled code (shared with the engine's config).
+    cache: Option<Cache>,
 }
 
 impl Runtime {
@@ -103,12 +105,14 @@ impl Runtime {
         config.epoch_interruption(true);
         // A shared on-disk cache of compiled code: a second start (or `check` then
         // `run`) skips Cranelift. Failing to set it up only costs compile time.
-        match Cache::new(CacheConfig::new()) {
-            Ok(cache) => {
-                config.cache(Some(cache));
+        let cache = match Cache::new(CacheConfig::new()) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "compiled-code cache disabled");
+                None
             }
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "compiled-code cache disabled"),
-        }
+        };
+        config.cache(cache.clone());
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
 
         let mut linker = Linker::new(&engine);
@@ -136,6 +140,7 @@ impl Runtime {
             engine,
             linker: Arc::new(linker),
             listen,
+            cache,
         })
     }
 
@@ -157,9 +162,17 @@ impl Runtime {
         let path = spec.wasm.clone();
         let controller = spec.name.clone();
         // Compilation is CPU-bound (seconds for large guests): keep it off the runtime.
+        let hits = self.cache.as_ref().map_or(0, Cache::cache_hits);
+        let started = std::time::Instant::now();
         let pre = tokio::task::spawn_blocking(move || this.compile(&controller, &path, &bytes))
             .await
             .map_err(|e| LoadError::Engine(format!("compile task failed: {e}")))??;
+        tracing::info!(
+            controller = %spec.name,
+            compile_ms = started.elapsed().as_millis() as u64,
+            from_cache = self.cache.as_ref().is_some_and(|c| c.cache_hits() > hits),
+            "compiled"
+        );
         let init = InitArgs {
             config: spec.config.clone(),
             params: ServerParams {

@@ -5,7 +5,8 @@
 //! ID`; firing broadcasts `fired ID`); `cancel ID` (replies `cancelled true|false`);
 //! `count` (a counter carried across reloads by snapshot/restore); `panic`. Anything
 //! else is answered `VERSION:text`, VERSION being `v1` or, built with feature `v2`,
-//! `v2`. Built with `bad-init`, `init` refuses to start. On shutdown it broadcasts
+//! `v2`. Built with `bad-init`, `init` refuses to start; with `trap-init`, it panics.
+//! On shutdown it broadcasts
 //! `shutdown`.
 
 use std::cell::RefCell;
@@ -75,6 +76,9 @@ impl Lifecycle for Probe {
     fn init(config: Vec<(String, String)>, params: ServerParams) -> Result<(), String> {
         if cfg!(feature = "bad-init") {
             return Err("this build refuses to start".to_owned());
+        }
+        if cfg!(feature = "trap-init") {
+            panic!("this build traps in init");
         }
         let config: Vec<String> = config.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let routes: Vec<String> = params

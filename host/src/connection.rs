@@ -164,7 +164,7 @@ pub async fn run<S>(
                 closed_with.get_or_insert((code, reason.to_owned()));
                 close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
             }
-            () = sleep_until(close_deadline), if close_deadline.is_some() => {
+            () = crate::deadline::sleep_until(close_deadline), if close_deadline.is_some() => {
                 tracing::debug!("peer did not answer our close frame in time");
                 break;
             }
@@ -204,12 +204,5 @@ fn error_close_code(error: &WsError) -> (u16, &'static str) {
 async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     if shutdown.wait_for(|stopping| *stopping).await.is_err() {
         std::future::pending::<()>().await;
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }

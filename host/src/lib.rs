@@ -12,12 +12,14 @@
 pub mod config;
 pub mod connection;
 pub mod controller;
+mod deadline;
 pub mod filter;
 pub mod handshake;
 pub mod pattern;
 pub mod reconfigure;
 pub mod routing;
 pub mod server;
+pub mod watch;
 
 pub use config::Config;
 pub use server::Server;

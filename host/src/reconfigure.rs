@@ -11,67 +11,32 @@
 //! restart (logged).
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use notify::{RecursiveMode, Watcher};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::controller::{self, DEBOUNCE, Outbound};
+use crate::controller::{self, Outbound};
 use crate::server::{Server, Table};
+use crate::watch::{self, Target, Watch};
 
 /// Close code and reason for connections whose route was removed.
 const ROUTE_REMOVED: (u16, &str) = (1001, "route removed");
 
 /// Keeps the routes-file watcher alive.
 pub struct RoutesWatcher {
-    _watcher: notify::RecommendedWatcher,
+    _watch: Watch,
 }
 
 /// Watches `server`'s routes file and applies every change.
 pub fn watch_routes(server: Arc<Server>) -> Result<RoutesWatcher, notify::Error> {
-    let file = server.routes_file().to_owned();
-    let canonical = |p: &std::path::Path| -> PathBuf {
-        match (p.parent(), p.file_name()) {
-            (Some(dir), Some(name)) => dir
-                .canonicalize()
-                .map_or_else(|_| p.to_owned(), |d| d.join(name)),
-            _ => p.to_owned(),
-        }
-    };
-    let target = canonical(&file);
-    let (tx, mut changed) = mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event
-            && (event.kind.is_create() || event.kind.is_modify())
-        {
-            let _ = tx.send(event.paths);
-        }
-    })?;
-    let dir = target
-        .parent()
-        .map_or_else(|| PathBuf::from("."), PathBuf::from);
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    let (watch, mut changed) = watch::watch(vec![Target::File(server.routes_file().to_owned())])?;
     tokio::spawn(async move {
-        let mut due: Option<Instant> = None;
-        loop {
-            tokio::select! {
-                paths = changed.recv() => {
-                    let Some(paths) = paths else { return };
-                    if paths.iter().any(|p| canonical(p) == target) {
-                        due = Some(Instant::now() + DEBOUNCE);
-                    }
-                }
-                () = sleep_until(due), if due.is_some() => {
-                    due = None;
-                    server.reload_routes().await;
-                }
-            }
+        while changed.recv().await.is_some() {
+            server.reload_routes().await;
         }
     });
-    Ok(RoutesWatcher { _watcher: watcher })
+    Ok(RoutesWatcher { _watch: watch })
 }
 
 impl Server {
@@ -152,12 +117,5 @@ impl Server {
             "routes reloaded"
         );
         Ok(())
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }

@@ -159,7 +159,7 @@ impl Server {
                     tracing::info!("shutdown complete: every connection closed");
                     return;
                 }
-                () = sleep_until(deadline), if deadline.is_some() => {
+                () = crate::deadline::sleep_until(deadline), if deadline.is_some() => {
                     let cut = self.active.load(Ordering::Acquire);
                     tracing::warn!(cut_off = cut, "shutdown deadline reached; cutting off the connections still open");
                     return;
@@ -327,13 +327,6 @@ impl Server {
             info.attributes = controller.handshake(&info).await?;
         }
         Ok((accepted, info, controller))
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -120,7 +120,7 @@ impl Actor {
                     Some(event) => self.handle(event).await,
                     None => break,
                 },
-                () = sleep_until(next_timer), if next_timer.is_some() => {
+                () = crate::deadline::sleep_until(next_timer), if next_timer.is_some() => {
                     let due = self.store.data_mut().timers.take_due(tokio::time::Instant::now());
                     for id in due {
                         self.call(Call::Timer(id)).await;
@@ -442,11 +442,4 @@ pub(crate) fn attribute<'a>(info: &'a ConnectionInfo, name: &str) -> Option<&'a 
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }

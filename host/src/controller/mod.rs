@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 pub use build_step::BuildError;
 pub use engine::{LoadError, Runtime};
-pub use reload::{DEBOUNCE, ReloadWatcher, SourceWatcher, reload_in_place, watch, watch_sources};
+pub use reload::{ReloadWatcher, SourceWatcher, reload_in_place, watch, watch_sources};
 
 use crate::config::ControllerSpec;
 use crate::handshake::Rejection;

@@ -1,21 +1,13 @@
 //! Hot reload: watch every controller's `.wasm` and swap a changed file in without
-//! touching a single connection.
+//! touching a single connection; and the development loop of `run --watch`, which
+//! rebuilds a controller when its sources change.
 //!
-//! The watcher observes the files' directories (editors and build tools replace files by
-//! rename, which a watch on the file itself would lose), debounces bursts of events per
-//! file, then compiles, links and trial-instantiates the new version off the actor, as a
-//! start would. Only a version that passes all of that is handed to the actor, behind the
+//! A changed file is compiled, linked and trial-instantiated off the actor, as a start
+//! would. Only a version that passes all of that is handed to the actor, behind the
 //! events already queued: those go to the old instance, in order, and the next event goes
 //! to the new one, which inherits the connection table. A file that fails any step is
 //! refused with the wasm error in the log, and the old version keeps serving.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use notify::event::ModifyKind;
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -23,14 +15,11 @@ use super::build_step;
 use super::engine::{LoadError, Runtime};
 use super::{ControllerHandle, Event, Reload};
 use crate::config::ControllerSpec;
-
-/// Quiet time after the last change to a file before it is reloaded: long enough for a
-/// compiler's or an editor's multi-step write to finish.
-pub const DEBOUNCE: Duration = Duration::from_millis(250);
+use crate::watch::{self, Target, Watch};
 
 /// Keeps the file watcher alive; dropping it stops hot reload.
 pub struct ReloadWatcher {
-    _watcher: RecommendedWatcher,
+    _watch: Watch,
 }
 
 /// Starts watching the `.wasm` of every controller in `specs` (parallel to `handles`).
@@ -39,117 +28,77 @@ pub fn watch(
     specs: Vec<ControllerSpec>,
     handles: Vec<ControllerHandle>,
 ) -> Result<ReloadWatcher, notify::Error> {
-    let (tx, mut changed) = mpsc::unbounded_channel::<PathBuf>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Only content changes: reading the file to load it must not trigger a reload.
-        if let Some(event) = event.ok().filter(|e| is_content_change(e.kind)) {
-            for path in event.paths {
-                let _ = tx.send(path);
-            }
-        }
-    })?;
-    let watched: Vec<PathBuf> = specs.iter().map(|s| canonical(&s.wasm)).collect();
-    let mut dirs: Vec<&Path> = watched.iter().filter_map(|p| p.parent()).collect();
-    dirs.sort();
-    dirs.dedup();
-    for dir in dirs {
-        watcher.watch(dir, RecursiveMode::NonRecursive)?;
-    }
-
+    let targets = specs.iter().map(|s| Target::File(s.wasm.clone())).collect();
+    let (watch, mut changed) = watch::watch(targets)?;
     tokio::spawn(async move {
-        let mut due: HashMap<usize, Instant> = HashMap::new();
-        loop {
-            let next = due.values().min().copied();
-            tokio::select! {
-                path = changed.recv() => {
-                    let Some(path) = path else { return };
-                    let path = canonical(&path);
-                    for (i, _) in watched.iter().enumerate().filter(|(_, w)| **w == path) {
-                        due.insert(i, Instant::now() + DEBOUNCE);
-                    }
-                }
-                () = sleep_until(next), if next.is_some() => {
-                    let now = Instant::now();
-                    let ready: Vec<usize> =
-                        due.iter().filter(|(_, t)| **t <= now).map(|(i, _)| *i).collect();
-                    for i in ready {
-                        due.remove(&i);
-                        reload(&runtime, &specs[i], &handles[i]).await;
-                    }
-                }
+        while let Some(i) = changed.recv().await {
+            let span = tracing::info_span!("reload", controller = %specs[i].name);
+            let spec = ControllerSpec {
+                // Build commands belong to `--watch` (sources changed); here the file
+                // itself did.
+                build: None,
+                ..specs[i].clone()
+            };
+            if let Err(error) = reload_in_place(&runtime, &spec, &handles[i])
+                .instrument(span.clone())
+                .await
+            {
+                span.in_scope(|| {
+                    tracing::error!(%error, "reload refused; the old version keeps serving");
+                });
             }
         }
     });
-    Ok(ReloadWatcher { _watcher: watcher })
+    Ok(ReloadWatcher { _watch: watch })
 }
 
 /// Keeps the source watcher of `run --watch` alive.
 pub struct SourceWatcher {
-    _watcher: RecommendedWatcher,
+    _watch: Watch,
 }
 
 /// The development loop: when a source path of a controller (its `watch` list) changes,
 /// re-run its build command; the rebuilt `.wasm` is then picked up by [`watch`]. A failed
 /// build is logged and the running version stays.
 pub fn watch_sources(specs: Vec<ControllerSpec>) -> Result<SourceWatcher, notify::Error> {
-    let (tx, mut changed) = mpsc::unbounded_channel::<PathBuf>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Some(event) = event.ok().filter(|e| is_content_change(e.kind)) {
-            for path in event.paths {
-                let _ = tx.send(path);
-            }
-        }
-    })?;
-    let mut watched: Vec<(usize, PathBuf)> = Vec::new();
-    for (i, spec) in specs.iter().enumerate() {
-        if spec.build.is_none() {
-            continue;
-        }
+    // Target index → controller index.
+    let mut owners = Vec::new();
+    let mut targets = Vec::new();
+    for (i, spec) in specs.iter().enumerate().filter(|(_, s)| s.build.is_some()) {
         if spec.watch.is_empty() {
             tracing::warn!(controller = %spec.name, "--watch: no `watch` paths, so its sources are not watched");
         }
         for path in &spec.watch {
-            watcher.watch(path, RecursiveMode::Recursive)?;
-            watched.push((i, path.canonicalize().unwrap_or_else(|_| path.clone())));
+            targets.push(Target::Tree(path.clone()));
+            owners.push(i);
         }
     }
+    let (watch, mut changed) = watch::watch(targets)?;
     tokio::spawn(async move {
-        let mut due: HashMap<usize, Instant> = HashMap::new();
-        loop {
-            let next = due.values().min().copied();
-            tokio::select! {
-                path = changed.recv() => {
-                    let Some(path) = path else { return };
-                    for (i, root) in &watched {
-                        if path.starts_with(root) {
-                            due.insert(*i, Instant::now() + DEBOUNCE);
-                        }
-                    }
-                }
-                () = sleep_until(next), if next.is_some() => {
-                    let now = Instant::now();
-                    let ready: Vec<usize> =
-                        due.iter().filter(|(_, t)| **t <= now).map(|(i, _)| *i).collect();
-                    for i in ready {
-                        due.remove(&i);
-                        let spec = &specs[i];
-                        let build = spec.build.as_ref().expect("only controllers with a build are watched");
-                        let started = Instant::now();
-                        match build_step::run(&spec.name, build).await {
-                            Ok(()) => tracing::info!(controller = %spec.name, took_ms = started.elapsed().as_millis() as u64, "rebuilt after a source change"),
-                            Err(error) => tracing::error!(%error, "rebuild failed; the running version stays"),
-                        }
-                    }
-                }
+        while let Some(target) = changed.recv().await {
+            let spec = &specs[owners[target]];
+            let build = spec
+                .build
+                .as_ref()
+                .expect("only controllers with a build are watched");
+            let started = Instant::now();
+            match build_step::run(&spec.name, build).await {
+                Ok(()) => tracing::info!(
+                    controller = %spec.name,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "rebuilt after a source change"
+                ),
+                Err(error) => tracing::error!(%error, "rebuild failed; the running version stays"),
             }
         }
     });
-    Ok(SourceWatcher { _watcher: watcher })
+    Ok(SourceWatcher { _watch: watch })
 }
 
 /// Loads `spec` (building it first if it has a build command) and queues it as a new
-/// version of the controller behind `handle`: used when routes.toml changes a
-/// controller's name, routes or config. An error leaves the running version alone.
+/// version of the controller behind `handle`: for a changed file, and when routes.toml
+/// changes a controller's name, routes or config. An error leaves the running version
+/// alone.
 pub async fn reload_in_place(
     runtime: &Runtime,
     spec: &ControllerSpec,
@@ -162,56 +111,4 @@ pub async fn reload_in_place(
         tracing::warn!(controller = %spec.name, "controller stopped; reload dropped");
     }
     Ok(())
-}
-
-/// Loads the new version of one controller and queues the swap.
-async fn reload(runtime: &Runtime, spec: &ControllerSpec, handle: &ControllerHandle) {
-    let span = tracing::info_span!("reload", controller = %spec.name);
-    reload_in_span(runtime, spec, handle).instrument(span).await;
-}
-
-async fn reload_in_span(runtime: &Runtime, spec: &ControllerSpec, handle: &ControllerHandle) {
-    let started = Instant::now();
-    // Build commands belong to `--watch` (sources changed); here the file itself did.
-    let spec = ControllerSpec {
-        build: None,
-        ..spec.clone()
-    };
-    match runtime.load(&spec).await {
-        Ok(loaded) => {
-            let event = Event::Reload(Box::new(Reload { loaded, started }));
-            if handle.events().send(event).await.is_err() {
-                tracing::warn!("controller stopped; reload dropped");
-            }
-        }
-        Err(error) => {
-            tracing::error!(%error, "reload refused; the old version keeps serving");
-        }
-    }
-}
-
-fn is_content_change(kind: EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::Create(_)
-            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any)
-    )
-}
-
-/// The path with its directory resolved (symlinks, `..`), so watcher events and
-/// configured paths compare equal; the file itself may not exist at that moment.
-fn canonical(path: &Path) -> PathBuf {
-    match (path.parent(), path.file_name()) {
-        (Some(dir), Some(name)) => dir
-            .canonicalize()
-            .map_or_else(|_| path.to_owned(), |dir| dir.join(name)),
-        _ => path.to_owned(),
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }

@@ -250,7 +250,7 @@ impl Server {
         self.active.fetch_add(1, Ordering::AcqRel);
         let _active = ActiveGuard(&self);
         let (outbound, queue) = outbound_queue(OUTBOUND_QUEUE_CAPACITY);
-        let route = info.attributes[0].1.clone();
+        let route = table.config.routes[accepted.selected.route].name.clone();
         self.open_connections()
             .insert(id, (route, outbound.clone()));
         let controller = controller.clone();

@@ -6,6 +6,7 @@ mod harness;
 
 mod chat;
 mod close;
+mod compile_cache;
 mod config_errors;
 mod connection_info;
 mod echo;

@@ -33,6 +33,7 @@ use toml::Spanned;
 
 use crate::filter::Filter;
 use crate::filter::proxy::Cidr;
+use crate::limits::{DEFAULT_MAX_CONNECTIONS, Limits, RawLimits, Sandbox};
 use crate::pattern::PathPattern;
 
 /// The address wshost listens on when routes.toml and the command line name none.
@@ -68,6 +69,10 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Longest a graceful shutdown waits for connections to close.
     pub shutdown_timeout: Duration,
+    /// The top-level `[limits]`, applied to every route that does not override them.
+    pub limits: Arc<Limits>,
+    /// Most connections (open or in their handshake) the server holds at once.
+    pub max_connections: usize,
 }
 
 /// A `[[filter]]` entry: a filter and the paths it applies to.
@@ -94,6 +99,8 @@ pub struct ControllerSpec {
     pub config: Vec<(String, String)>,
     /// (name, pattern) of the routes using this controller.
     pub routes: Vec<(String, String)>,
+    /// Deadline, memory cap and queue sizes: the widest of its routes' limits.
+    pub sandbox: Sandbox,
 }
 
 /// A shell command that produces a controller's `.wasm`.
@@ -118,6 +125,10 @@ pub struct Route {
     pub controller: usize,
     /// The route's own filters, run after the global ones.
     pub filters: Vec<Arc<Filter>>,
+    /// The limits of this route's connections: `[limits]` with `[route.limits]` on top.
+    pub limits: Arc<Limits>,
+    /// Most connections this route holds at once; `None` is only the server's cap.
+    pub max_connections: Option<usize>,
 }
 
 /// A routes.toml that cannot be used.
@@ -172,6 +183,7 @@ struct RawConfig {
     max_header_bytes: Option<usize>,
     handshake_timeout_ms: Option<u64>,
     shutdown_timeout_ms: Option<u64>,
+    limits: Option<Spanned<RawLimits>>,
     #[serde(default)]
     controllers: BTreeMap<String, Spanned<RawController>>,
     #[serde(default)]
@@ -202,6 +214,7 @@ struct RawRoute {
     #[serde(default)]
     filters: Vec<Spanned<toml::Value>>,
     config: Option<Spanned<BTreeMap<String, toml::Value>>>,
+    limits: Option<Spanned<RawLimits>>,
 }
 
 impl Config {
@@ -258,6 +271,21 @@ impl Config {
                 .collect();
             named.insert(name.clone(), index);
         }
+
+        let no_limits = RawLimits::default();
+        let (global_limits, global_span) = raw
+            .limits
+            .as_ref()
+            .map_or((&no_limits, 0..0), |l| (l.get_ref(), l.span()));
+        let limits = Arc::new(
+            global_limits
+                .apply(&Limits::default())
+                .map_err(|m| at(global_span.clone(), format!("`limits`: {m}")))?,
+        );
+        let max_connections = global_limits
+            .max_connections()
+            .map_err(|m| at(global_span, format!("`limits`: {m}")))?
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
 
         let mut trusted_proxies = Vec::with_capacity(raw.trusted_proxies.len());
         for (i, cidr) in raw.trusted_proxies.iter().enumerate() {
@@ -419,12 +447,23 @@ impl Config {
                     }
                 }
             }
+            let (route_limits, route_max) = match &r.limits {
+                None => (limits.clone(), None),
+                Some(own) => {
+                    let bad = |m: String| at(own.span(), format!("{}: {m}", key("limits")));
+                    let merged = own.get_ref().apply(&limits).map_err(bad)?;
+                    let max = own.get_ref().max_connections().map_err(bad)?;
+                    (Arc::new(merged), max)
+                }
+            };
             routes.push(Route {
                 name,
                 pattern,
                 protocols: protocols.to_vec(),
                 controller,
                 filters: route_filters,
+                limits: route_limits,
+                max_connections: route_max,
             });
         }
         // Keep only controllers that some route uses: an unused `[controllers.x]` is not
@@ -432,7 +471,17 @@ impl Config {
         let used: Vec<usize> = (0..controllers.len())
             .filter(|i| routes.iter().any(|r| r.controller == *i))
             .collect();
-        let controllers_used = used.iter().map(|&i| controllers[i].clone()).collect();
+        let controllers_used = used
+            .iter()
+            .map(|&i| {
+                let mut spec = controllers[i].clone();
+                let mut own = routes.iter().filter(|r| r.controller == i);
+                let first = own.next().expect("used by some route");
+                spec.sandbox = Sandbox::of(&first.limits);
+                own.for_each(|r| spec.sandbox.widen(&r.limits));
+                spec
+            })
+            .collect();
         for route in &mut routes {
             route.controller = used
                 .iter()
@@ -456,6 +505,8 @@ impl Config {
                 raw.shutdown_timeout_ms
                     .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_MS),
             ),
+            limits,
+            max_connections,
         })
     }
 }
@@ -480,6 +531,7 @@ fn intern(
         watch: Vec::new(),
         config: Vec::new(),
         routes: Vec::new(),
+        sandbox: Sandbox::default(),
     });
     controllers.len() - 1
 }

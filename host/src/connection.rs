@@ -1,34 +1,55 @@
 //! One upgraded client: turns socket traffic into controller events and drains the
-//! connection's outbound queue to the socket.
+//! connection's outbound queue to the socket, under the route's limits.
 //!
-//! The task never calls wasm. Reading and writing are independent branches of one
-//! `select!`: while the controller's event queue is full, the task stops reading the
-//! socket (TCP backpressure reaches the client) but keeps writing what the controller
-//! queued. The controller never waits for this task; if the outbound queue overflows,
-//! the slow-client policy closes the connection with 1008.
+//! The task never calls wasm and never blocks on one direction: reading, writing,
+//! keepalive and closing are branches of one `select!`, and writing is a poll-driven
+//! state machine ([`Writer`]) rather than an awaited `send`, so a client that stops
+//! reading cannot stall the rest.
+//!
+//! - Inbound: each message needs a slot in the controller's queue and its bytes from the
+//!   controller's inbound budget; while either is exhausted the task stops reading the
+//!   socket, so TCP backpressure reaches the client instead of memory growing.
+//! - Outbound: queued messages are written back to back and flushed once the queue is
+//!   empty (several messages share one flush). A full queue applies the route's
+//!   slow-client policy (see [`crate::controller::outbound_queue`]).
+//! - Keepalive: after `ping-interval` without hearing from the peer the task pings it;
+//!   after `idle-timeout` it gives up: a best-effort close frame (1001 "idle timeout"),
+//!   the socket is dropped, and the controller sees `on-close` 1006 "idle timeout".
+//! - Limits: a message or frame above the route's limits closes with 1009, invalid UTF-8
+//!   with 1007, any other protocol violation with 1002 (tungstenite detects them).
 //!
 //! Exactly one `Closed` event ends every connection that sent `Open`, carrying the code
 //! of the closing handshake: the peer's, the controller's, 1005 for a close frame
-//! without a code, 1006 for a connection that dropped without one.
+//! without a code, 1006 for a connection that dropped (or timed out) without one.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+use tokio::sync::mpsc::OwnedPermit;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 
 use crate::controller::{
-    ConnectionInfo, ControllerHandle, Event, Outbound, OutboundHandle, OutboundQueue,
+    ConnectionInfo, ControllerHandle, Event, Next, Outbound, OutboundHandle, OutboundQueue,
 };
+use crate::limits::Limits;
 
 /// How long to wait for the peer's answer after sending a close frame.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a close frame may take to write when the connection is failed anyway
+/// (protocol error, idle timeout): the peer may not be reading at all.
+const FAIL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Close code and reason sent to every client when the server shuts down.
 const SHUTDOWN_CLOSE: (u16, &str) = (1001, "server shutting down");
@@ -36,13 +57,17 @@ const SHUTDOWN_CLOSE: (u16, &str) = (1001, "server shutting down");
 /// Close code and reason used when the outbound queue overflows.
 const OVERFLOW_CLOSE: (u16, &str) = (1008, "outbound queue full");
 
+/// Close frame sent to a peer that stopped answering, and the reason `on-close` gets.
+const IDLE_CLOSE: (u16, &str) = (1001, "idle timeout");
+
 /// Serves one upgraded connection until it is closed, then reports `Closed`. The
 /// outbound queue is made by the caller, which keeps a handle to close the connection.
 pub async fn run<S>(
     ws: WebSocketStream<S>,
     info: Arc<ConnectionInfo>,
     controller: ControllerHandle,
-    (handle, mut queue): (OutboundHandle, OutboundQueue),
+    (handle, queue): (OutboundHandle, OutboundQueue),
+    limits: Arc<Limits>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -51,8 +76,9 @@ pub async fn run<S>(
     let events = controller.events().clone();
     let open = Event::Open {
         info,
-        outbound: handle,
+        outbound: handle.clone(),
         span: tracing::Span::current(),
+        deadline: limits.call_deadline,
     };
     if events.send(open).await.is_err() {
         tracing::warn!("controller is gone; dropping connection");
@@ -61,123 +87,324 @@ pub async fn run<S>(
     tracing::info!("open");
 
     let (mut sink, mut stream) = ws.split();
+    let mut writer = Writer::default();
     // The code and reason to report: set by whichever side closes first.
     let mut closed_with: Option<(u16, String)> = None;
-    // Set once a close frame was sent or received: nothing more is written, and the
-    // closing handshake must finish by then.
+    // Set once a close frame was sent or received: the closing handshake must finish by
+    // then.
     let mut close_deadline: Option<Instant> = None;
-    // An event read from the socket that is waiting for room in the controller's queue.
-    let mut pending: Option<Event> = None;
+    // A message read from the socket, waiting for room in the controller's queue.
+    let mut admission: Option<Admission> = None;
+    let mut keepalive = Keepalive::new(&limits);
+    let mut shutting_down = false;
 
     loop {
+        let wake = keepalive.wake();
         tokio::select! {
-            permit = events.reserve(), if pending.is_some() => {
-                let Ok(permit) = permit else { break };
-                permit.send(pending.take().expect("guarded by is_some"));
+            admitted = wait(&mut admission), if admission.is_some() => {
+                admission = None;
+                match admitted {
+                    Some(send) => send(),
+                    None => break, // the controller is gone
+                }
             }
-            incoming = stream.next(), if pending.is_none() => match incoming {
-                None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => break,
-                Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                    pending = Some(Event::Message { id, message });
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    // tungstenite queues the reply and sends it on the next poll; from
-                    // now on nothing else may be written, and the peer gets
-                    // CLOSE_TIMEOUT to finish.
-                    close_deadline.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
-                    if closed_with.is_none() {
-                        closed_with = Some(match frame {
-                            Some(f) => (u16::from(f.code), f.reason.as_str().to_owned()),
-                            None => (1005, String::new()),
-                        });
+            incoming = stream.next(), if admission.is_none() => {
+                keepalive.heard();
+                match incoming {
+                    None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => break,
+                    Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                        if let Err(wait) = admit(&controller, id, message) {
+                            admission = Some(wait);
+                        }
                     }
-                }
-                Some(Ok(_)) => {} // ping/pong are answered by tungstenite
-                Some(Err(error)) => {
-                    let (code, reason) = error_close_code(&error);
-                    // A drop (1006) is an ordinary way for a client to leave and is
-                    // reported by `on-close` alone; everything else is the peer's fault
-                    // and reaches `on-error` first.
-                    if code == 1006 {
-                        tracing::debug!(%error, "connection dropped");
-                    } else {
-                        tracing::info!(%error, code, "connection error");
-                        let _ = events.send(Event::Error { id, error: error.to_string() }).await;
+                    Some(Ok(Message::Close(frame))) => {
+                        // tungstenite queued the reply; the writer flushes it. From now
+                        // on nothing else is written, and the peer gets CLOSE_TIMEOUT to
+                        // finish.
+                        writer.stop_and_flush();
+                        close_deadline.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
+                        if closed_with.is_none() {
+                            closed_with = Some(match frame {
+                                Some(f) => (u16::from(f.code), f.reason.as_str().to_owned()),
+                                None => (1005, String::new()),
+                            });
+                        }
                     }
-                    if code != 1006 && closed_with.is_none() {
-                        let _ = tokio::time::timeout(
-                            CLOSE_TIMEOUT,
-                            sink.send(close_message(code, reason)),
-                        )
-                        .await;
-                    }
-                    closed_with.get_or_insert((code, reason.to_owned()));
-                    break;
-                }
-            },
-            out = queue.rx.recv(), if close_deadline.is_none() => match out {
-                Some(Outbound::Message(message)) => {
-                    if let Err(error) = sink.send(message).await {
-                        tracing::debug!(%error, "write failed");
+                    Some(Ok(_)) => {} // pings are answered by tungstenite; pongs only count as heard
+                    Some(Err(error)) => {
+                        let (code, reason) = error_close_code(&error);
+                        // A drop (1006) is an ordinary way for a client to leave and is
+                        // reported by `on-close` alone; everything else is the peer's
+                        // fault and reaches `on-error` first.
+                        if code == 1006 {
+                            tracing::debug!(%error, "connection dropped");
+                        } else {
+                            tracing::info!(%error, code, "connection error");
+                            let _ = events.send(Event::Error { id, error: error.to_string() }).await;
+                            if closed_with.is_none() {
+                                fail(&mut sink, code, reason).await;
+                            }
+                        }
+                        closed_with.get_or_insert((code, reason.to_owned()));
                         break;
                     }
                 }
-                Some(Outbound::Close(code, reason)) => {
-                    let _ = sink.send(close_message(code, &reason)).await;
+            }
+            wrote = std::future::poll_fn(|cx| writer.poll(&mut sink, &queue, cx)) => match wrote {
+                Wrote::Close(code, reason) => {
+                    writer.close(code, &reason);
                     closed_with.get_or_insert((code, reason));
-                    close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+                    close_deadline.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
                 }
-                // The controller dropped its handle: it is shutting down.
-                None => {
-                    let _ = sink.send(close_message(1001, "controller stopped")).await;
-                    closed_with.get_or_insert((1001, "controller stopped".to_owned()));
-                    close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+                Wrote::Overflow => {
+                    let (code, reason) = OVERFLOW_CLOSE;
+                    tracing::warn!("outbound queue full; closing the slow client");
+                    writer.close(code, reason);
+                    closed_with.get_or_insert((code, reason.to_owned()));
+                    close_deadline.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
+                }
+                Wrote::Failed(error) => {
+                    tracing::debug!(%error, "write failed");
+                    break;
                 }
             },
-            () = stopping(&mut shutdown), if close_deadline.is_none() => {
-                // What the controller queued before the shutdown signal (e.g. from
-                // `on-shutdown`) goes out before the close frame.
-                let mut code_reason = None;
-                while let Ok(item) = queue.rx.try_recv() {
-                    match item {
-                        Outbound::Message(message) => {
-                            if sink.send(message).await.is_err() {
-                                break;
-                            }
-                        }
-                        Outbound::Close(code, reason) => {
-                            code_reason = Some((code, reason));
-                            break;
-                        }
-                    }
-                }
-                let (code, reason) = code_reason
-                    .unwrap_or_else(|| (SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1.to_owned()));
-                let _ = sink.send(close_message(code, &reason)).await;
-                closed_with.get_or_insert((code, reason));
-                close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+            () = stopping(&mut shutdown), if !shutting_down && close_deadline.is_none() => {
+                // Behind what the controller already queued (e.g. from `on-shutdown`).
+                shutting_down = true;
+                let (code, reason) = SHUTDOWN_CLOSE;
+                let _ = handle.push(Outbound::Close(code, reason.to_owned()));
             }
-            () = queue.overflow.notified(), if close_deadline.is_none() => {
-                let (code, reason) = OVERFLOW_CLOSE;
-                tracing::warn!("outbound queue full; closing the slow client");
-                let _ = sink.send(close_message(code, reason)).await;
-                closed_with.get_or_insert((code, reason.to_owned()));
-                close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+            () = crate::deadline::sleep_until(wake), if wake.is_some() && close_deadline.is_none() => {
+                if keepalive.timed_out() {
+                    tracing::info!("peer stopped answering; closing it");
+                    fail(&mut sink, IDLE_CLOSE.0, IDLE_CLOSE.1).await;
+                    closed_with.get_or_insert((1006, IDLE_CLOSE.1.to_owned()));
+                    break;
+                }
+                keepalive.pinged();
+                writer.control(Message::Ping(Bytes::new()));
             }
             () = crate::deadline::sleep_until(close_deadline), if close_deadline.is_some() => {
-                tracing::debug!("peer did not answer our close frame in time");
+                tracing::debug!("peer did not finish the closing handshake in time");
                 break;
             }
         }
     }
 
     // A message that was waiting for queue room still precedes the close.
-    if let Some(event) = pending {
-        let _ = events.send(event).await;
+    if let Some(send) = wait(&mut admission).await {
+        send();
+    }
+    let dropped = queue.dropped();
+    if dropped > 0 {
+        tracing::info!(dropped, "slow client: oldest messages were dropped");
     }
     let (code, reason) = closed_with.unwrap_or((1006, String::new()));
     tracing::info!(code, reason, "closed");
     let _ = events.send(Event::Closed { id, code, reason }).await;
+}
+
+/// A message waiting for its slot and budget; resolves to the function that queues it,
+/// or `None` if the controller is gone.
+type Admission = Pin<Box<dyn Future<Output = Option<Box<dyn FnOnce() + Send>>> + Send>>;
+
+/// Queues `message` for the controller at once if its queue and budget have room, else
+/// returns the wait for them.
+fn admit(controller: &ControllerHandle, id: u64, message: Message) -> Result<(), Admission> {
+    let size = match &message {
+        Message::Text(text) => text.len(),
+        Message::Binary(data) => data.len(),
+        _ => 0,
+    };
+    let (budget, permits) = controller.budget(size);
+    if let Ok(budget) = budget.clone().try_acquire_many_owned(permits)
+        && let Ok(slot) = controller.events().try_reserve()
+    {
+        slot.send(Event::Message {
+            id,
+            message,
+            budget,
+        });
+        return Ok(());
+    }
+    let budget = budget.clone();
+    let events = controller.events().clone();
+    Err(Box::pin(async move {
+        let budget: OwnedSemaphorePermit = budget.acquire_many_owned(permits).await.ok()?;
+        let slot: OwnedPermit<Event> = events.reserve_owned().await.ok()?;
+        Some(Box::new(move || {
+            slot.send(Event::Message {
+                id,
+                message,
+                budget,
+            });
+        }) as Box<dyn FnOnce() + Send>)
+    }))
+}
+
+/// Waits for the admission in `slot`, if any (`None` when there is none or the
+/// controller is gone).
+async fn wait(slot: &mut Option<Admission>) -> Option<Box<dyn FnOnce() + Send>> {
+    match slot.as_mut() {
+        Some(admission) => admission.await,
+        None => None,
+    }
+}
+
+/// What the writer needs the connection task to decide.
+enum Wrote {
+    /// The controller (or the server) asked to close.
+    Close(u16, String),
+    /// The outbound queue overflowed under the `close` policy.
+    Overflow,
+    /// The socket failed.
+    Failed(WsError),
+}
+
+/// The write half's state: the frame waiting for the sink to have room, and whether
+/// written frames still need a flush.
+#[derive(Default)]
+struct Writer {
+    /// A control frame (ping, close) to write before the next queued message.
+    control: Option<Message>,
+    /// A frame taken from the queue, waiting for the sink to have room.
+    pending: Option<Message>,
+    /// Frames were written since the last flush.
+    dirty: bool,
+    /// Closing: the queue is no longer read; only `control` and flushing remain.
+    closing: bool,
+}
+
+impl Writer {
+    /// Writes the next frame (a control frame first, then the queue) as the sink allows,
+    /// flushing once the queue is empty. Ready only when the task must decide something.
+    fn poll<S>(
+        &mut self,
+        sink: &mut SplitSink<WebSocketStream<S>, Message>,
+        queue: &OutboundQueue,
+        cx: &mut Context<'_>,
+    ) -> Poll<Wrote>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        loop {
+            if self.pending.is_none() {
+                self.pending = self.control.take();
+            }
+            if let Some(message) = self.pending.take() {
+                match sink.poll_ready_unpin(cx) {
+                    Poll::Pending => {
+                        self.pending = Some(message);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(error)) => return Poll::Ready(Wrote::Failed(error)),
+                    Poll::Ready(Ok(())) => {}
+                }
+                if let Err(error) = sink.start_send_unpin(message) {
+                    return Poll::Ready(Wrote::Failed(error));
+                }
+                self.dirty = true;
+                continue;
+            }
+            if !self.closing {
+                match queue.poll_next(cx) {
+                    Poll::Ready(Next::Item(Outbound::Message(message))) => {
+                        self.pending = Some(message);
+                        continue;
+                    }
+                    Poll::Ready(Next::Item(Outbound::Close(code, reason))) => {
+                        return Poll::Ready(Wrote::Close(code, reason));
+                    }
+                    Poll::Ready(Next::Overflow) => return Poll::Ready(Wrote::Overflow),
+                    Poll::Pending => {}
+                }
+            }
+            if self.dirty {
+                match sink.poll_flush_unpin(cx) {
+                    Poll::Ready(Ok(())) => self.dirty = false,
+                    Poll::Ready(Err(error)) => return Poll::Ready(Wrote::Failed(error)),
+                    Poll::Pending => {}
+                }
+            }
+            return Poll::Pending;
+        }
+    }
+
+    /// Writes `message` before anything else still queued.
+    fn control(&mut self, message: Message) {
+        self.control = Some(message);
+    }
+
+    /// Sends a close frame next, dropping the data frame not yet written.
+    fn close(&mut self, code: u16, reason: &str) {
+        self.closing = true;
+        self.pending = None;
+        self.control = Some(close_message(code, reason));
+    }
+
+    /// The peer closed: write nothing more of ours, but flush tungstenite's reply.
+    fn stop_and_flush(&mut self) {
+        self.closing = true;
+        self.pending = None;
+        self.control = None;
+        self.dirty = true;
+    }
+}
+
+/// Tracks when the peer was last heard from, and when to ping it or give up.
+struct Keepalive {
+    ping_interval: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    heard: Instant,
+    pinged: bool,
+}
+
+impl Keepalive {
+    fn new(limits: &Limits) -> Self {
+        Self {
+            ping_interval: limits.ping_interval,
+            idle_timeout: limits.idle_timeout,
+            heard: Instant::now(),
+            pinged: false,
+        }
+    }
+
+    /// Any frame from the peer proves it is alive.
+    fn heard(&mut self) {
+        self.heard = Instant::now();
+        self.pinged = false;
+    }
+
+    fn pinged(&mut self) {
+        self.pinged = true;
+    }
+
+    /// When to act next: ping (once per silence) or time out.
+    fn wake(&self) -> Option<Instant> {
+        let ping = self
+            .ping_interval
+            .filter(|_| !self.pinged)
+            .map(|i| self.heard + i);
+        let idle = self.idle_timeout.map(|t| self.heard + t);
+        match (ping, idle) {
+            (Some(p), Some(i)) => Some(p.min(i)),
+            (p, i) => p.or(i),
+        }
+    }
+
+    fn timed_out(&self) -> bool {
+        self.idle_timeout
+            .is_some_and(|t| Instant::now() >= self.heard + t)
+    }
+}
+
+/// Fails the connection: a best-effort close frame, given little time, since the peer
+/// may not be reading.
+async fn fail<S>(sink: &mut SplitSink<WebSocketStream<S>, Message>, code: u16, reason: &str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = tokio::time::timeout(FAIL_WRITE_TIMEOUT, sink.send(close_message(code, reason))).await;
 }
 
 fn close_message(code: u16, reason: &str) -> Message {

@@ -313,6 +313,8 @@ mod tests {
             protocols: vec!["chat".to_owned()],
             controller: 0,
             filters: Vec::new(),
+            limits: std::sync::Arc::default(),
+            max_connections: None,
         }]
     }
 

@@ -15,6 +15,7 @@ pub mod controller;
 mod deadline;
 pub mod filter;
 pub mod handshake;
+pub mod limits;
 pub mod pattern;
 pub mod reconfigure;
 pub mod routing;

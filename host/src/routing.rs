@@ -85,6 +85,8 @@ mod tests {
             protocols: protocols.iter().map(|p| (*p).to_owned()).collect(),
             controller,
             filters: Vec::new(),
+            limits: std::sync::Arc::default(),
+            max_connections: None,
         }
     }
 

@@ -11,6 +11,11 @@
 //! every open connection to close with 1001 "server shutting down"; return when all of
 //! them are closed, or when `shutdown-timeout-ms` has passed (counted from the signal),
 //! logging how many were cut off.
+//!
+//! Connection caps: every accepted socket counts against `[limits] max-connections` from
+//! accept to close (handshakes included, so a flood of half-open requests is capped
+//! too), and each routed request against its route's `max-connections`; a request past
+//! either cap gets `503` with a short body and `Retry-After`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,13 +28,12 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::Instrument;
 
-use crate::config::Config;
+use crate::config::{Config, Route};
 use crate::controller::{
-    self, ConnectionInfo, ControllerHandle, LoadError, OUTBOUND_QUEUE_CAPACITY, OutboundHandle,
-    Runtime, outbound_queue,
+    self, ConnectionInfo, ControllerHandle, LoadError, OutboundHandle, Runtime, outbound_queue,
 };
 use crate::filter::{Check, proxy};
 use crate::handshake::{Accepted, Rejection, Request};
@@ -55,6 +59,10 @@ pub struct Server {
     active: AtomicUsize,
     /// Notified whenever `active` drops to zero.
     idle: Notify,
+    /// Accepted sockets not yet closed (handshaking or upgraded), for `max-connections`.
+    sockets: AtomicUsize,
+    /// Connections per route name (admitted, not yet closed), for a route's cap.
+    per_route: Mutex<HashMap<String, usize>>,
 }
 
 /// One version of the configuration and the controllers it uses.
@@ -99,6 +107,39 @@ impl Drop for ActiveGuard<'_> {
     }
 }
 
+/// Holds one place in the server-wide connection count.
+struct SocketSlot<'a>(&'a Server);
+
+impl Drop for SocketSlot<'_> {
+    fn drop(&mut self) {
+        self.0.sockets.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Holds one place in a route's connection count.
+struct RouteSlot<'a> {
+    server: &'a Server,
+    route: String,
+}
+
+impl Drop for RouteSlot<'_> {
+    fn drop(&mut self) {
+        let mut counts = self.server.route_counts();
+        if let Some(n) = counts.get_mut(&self.route) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.route);
+            }
+        }
+    }
+}
+
+/// The refusal for a request past a connection cap.
+fn at_capacity(what: &str) -> Rejection {
+    Rejection::new(503, format!("{what} is at its connection limit"))
+        .with_header("Retry-After", "1")
+}
+
 impl Server {
     /// Builds and loads every controller of `config`, starts their actors, and starts
     /// watching their files for hot reload.
@@ -116,6 +157,8 @@ impl Server {
             shutdown: watch::Sender::new(false),
             active: AtomicUsize::new(0),
             idle: Notify::new(),
+            sockets: AtomicUsize::new(0),
+            per_route: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -214,6 +257,8 @@ impl Server {
     /// Handshake, then the connection's life.
     async fn handle_client(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr, id: u64) {
         let _ = stream.set_nodelay(true);
+        let sockets = self.sockets.fetch_add(1, Ordering::AcqRel) + 1;
+        let _socket = SocketSlot(&self);
         let limits = &self.table().config;
         let head = tokio::time::timeout(
             limits.handshake_timeout,
@@ -235,7 +280,12 @@ impl Server {
         };
         tracing::Span::current().record("path", request.path.as_str());
         let table = self.table();
-        let (accepted, info, controller) = match self.admit(&table, &request, peer, id).await {
+        let admitted = if sockets > table.config.max_connections {
+            Err(at_capacity("the server"))
+        } else {
+            self.admit(&table, &request, peer, id).await
+        };
+        let (accepted, info, controller, _route_slot) = match admitted {
             Ok(admitted) => admitted,
             Err(rejection) => {
                 tracing::info!(status = rejection.status, reason = %rejection.body, "rejected");
@@ -249,22 +299,46 @@ impl Server {
         }
         self.active.fetch_add(1, Ordering::AcqRel);
         let _active = ActiveGuard(&self);
-        let (outbound, queue) = outbound_queue(OUTBOUND_QUEUE_CAPACITY);
-        let route = table.config.routes[accepted.selected.route].name.clone();
+        let route = &table.config.routes[accepted.selected.route];
+        let limits = route.limits.clone();
+        let (outbound, queue) = outbound_queue(&limits);
         self.open_connections()
-            .insert(id, (route, outbound.clone()));
+            .insert(id, (route.name.clone(), outbound.clone()));
         let controller = controller.clone();
         drop(table);
-        let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, None).await;
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(limits.max_message_bytes))
+            .max_frame_size(Some(limits.max_frame_bytes));
+        let ws =
+            WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config)).await;
         connection::run(
             ws,
             Arc::new(info),
             controller,
             (outbound, queue),
+            limits,
             self.shutdown.subscribe(),
         )
         .await;
         self.open_connections().remove(&id);
+    }
+
+    fn route_counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.per_route.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a place in `route`'s connection count, or refuses past its cap.
+    fn take_route_slot(&self, route: &Route) -> Result<RouteSlot<'_>, Rejection> {
+        let mut counts = self.route_counts();
+        let n = counts.entry(route.name.clone()).or_insert(0);
+        if route.max_connections.is_some_and(|max| *n >= max) {
+            return Err(at_capacity(&format!("route `{}`", route.name)));
+        }
+        *n += 1;
+        Ok(RouteSlot {
+            server: self,
+            route: route.name.clone(),
+        })
     }
 
     pub(crate) fn open_connections(
@@ -282,7 +356,15 @@ impl Server {
         request: &Request,
         peer: SocketAddr,
         id: u64,
-    ) -> Result<(Accepted, ConnectionInfo, &'t ControllerHandle), Rejection> {
+    ) -> Result<
+        (
+            Accepted,
+            ConnectionInfo,
+            &'t ControllerHandle,
+            RouteSlot<'_>,
+        ),
+        Rejection,
+    > {
         if self.draining.load(Ordering::Acquire) {
             return Err(Rejection::new(503, "server shutting down"));
         }
@@ -293,6 +375,7 @@ impl Server {
         let span = tracing::Span::current();
         span.record("route", route.name.as_str());
         span.record("controller", controller.name());
+        let slot = self.take_route_slot(route)?;
 
         let client = proxy::client(peer, request, &config.trusted_proxies);
         let mut attributes = vec![("route".to_owned(), route.name.clone())];
@@ -326,7 +409,7 @@ impl Server {
         if controller.has_handshake_hook() {
             info.attributes = controller.handshake(&info).await?;
         }
-        Ok((accepted, info, controller))
+        Ok((accepted, info, controller, slot))
     }
 }
 

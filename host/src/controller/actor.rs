@@ -9,13 +9,20 @@
 //! `InstancePre`; the connection table moves over, so every other connection stays open.
 //! A hot reload swaps in a new version the same way, carrying guest state across when
 //! both versions support `snapshot`/`restore`.
+//!
+//! Every call runs under a deadline (the connection's route's `call-deadline-ms`, or the
+//! controller's widest for calls that belong to no connection); the epoch ticker makes
+//! a long call yield to the runtime every tick, so a spinning guest delays nobody else.
+//! A controller that keeps trapping is restarted with growing backoff (events wait in
+//! its queue, and its clients' sockets stop being read) instead of in a hot loop.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
 use wasmtime::Store;
@@ -24,14 +31,22 @@ use super::bindings::{HandshakeRequest, HandshakeResponse, WitMessage};
 use super::component::{Instance, Loaded};
 use super::engine::Runtime;
 use super::store::{ConnEntry, HostState, end_call, start_call};
-use super::{
-    ConnectionId, ConnectionInfo, ControllerHandle, EVENT_QUEUE_CAPACITY, Event, Outbound, Reload,
-};
+use super::{ConnectionId, ConnectionInfo, ControllerHandle, Event, Outbound, Reload};
 use crate::filter::set_attribute;
 use crate::handshake::Rejection;
 
 /// Close reason sent with 1011 when the controller trapped on the connection's event.
 const TRAP_REASON: &str = "controller error";
+
+/// Traps within this window count towards the restart backoff.
+const TRAP_WINDOW: Duration = Duration::from_secs(60);
+
+/// Traps in the window that restart at once; each further one doubles the wait.
+const FREE_RESTARTS: usize = 3;
+
+/// The first backoff wait, and the longest.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// One export call.
 enum Call {
@@ -80,11 +95,15 @@ struct Actor {
     instance: Instance,
     /// Shared with the handles: whether the current version has a handshake hook.
     handshake_hook: Arc<AtomicBool>,
+    /// When the recent traps happened (within [`TRAP_WINDOW`]).
+    traps: VecDeque<Instant>,
 }
 
 /// Starts the actor of a loaded controller and returns the handle connections use.
 pub(crate) fn spawn(runtime: Runtime, loaded: Loaded) -> ControllerHandle {
-    let (tx, rx) = mpsc::channel(EVENT_QUEUE_CAPACITY);
+    let (tx, rx) = mpsc::channel(loaded.sandbox.inbound_messages);
+    let budget_size = u32::try_from(loaded.sandbox.inbound_bytes).unwrap_or(u32::MAX);
+    let budget = Arc::new(Semaphore::new(budget_size as usize));
     let name = loaded.name.clone();
     let handshake_hook = Arc::new(AtomicBool::new(loaded.has_handshake()));
     let span = tracing::info_span!("controller", controller = %name);
@@ -99,6 +118,7 @@ pub(crate) fn spawn(runtime: Runtime, loaded: Loaded) -> ControllerHandle {
                 store,
                 instance,
                 handshake_hook: hook_flag,
+                traps: VecDeque::new(),
             };
             actor.run(rx).await;
         }
@@ -107,6 +127,8 @@ pub(crate) fn spawn(runtime: Runtime, loaded: Loaded) -> ControllerHandle {
     ControllerHandle {
         name,
         events: tx,
+        budget,
+        budget_size,
         handshake_hook,
     }
 }
@@ -148,6 +170,7 @@ impl Actor {
                 info,
                 outbound,
                 span,
+                deadline,
             } => {
                 let id = info.id;
                 let first = conns.is_empty();
@@ -157,6 +180,7 @@ impl Actor {
                         info,
                         outbound,
                         span: span.clone(),
+                        deadline,
                         closing: false,
                     },
                 );
@@ -170,7 +194,11 @@ impl Actor {
                     self.call(Call::Open(id)).instrument(span).await;
                 }
             }
-            Event::Message { id, message } => {
+            Event::Message {
+                id,
+                message,
+                budget,
+            } => {
                 let Some(entry) = conns.get(&id).filter(|e| !e.closing) else {
                     return;
                 };
@@ -180,6 +208,8 @@ impl Actor {
                     Message::Binary(data) => WitMessage::Binary(data.to_vec()),
                     _ => return,
                 };
+                // The guest has its own copy now; the budget is free again.
+                drop(budget);
                 self.call(Call::Message(id, message)).instrument(span).await;
             }
             Event::Error { id, error } => {
@@ -209,7 +239,11 @@ impl Actor {
     /// Calls one export (skipping optional ones the component lacks) under the deadline,
     /// and recovers from a trap.
     async fn call(&mut self, call: Call) {
-        start_call(&mut self.store);
+        let deadline = call
+            .connection()
+            .and_then(|id| self.store.data().conns.get(&id))
+            .map_or(self.loaded.sandbox.call_deadline, |e| e.deadline);
+        start_call(&mut self.store, deadline);
         let store = &mut self.store;
         let guest = &self.instance.controller;
         let lifecycle = self.instance.lifecycle.as_ref();
@@ -248,7 +282,7 @@ impl Actor {
         let Reload { loaded, started } = reload;
         let carry_state = self.instance.state.is_some() && loaded.has_state();
         let snapshot: Option<Vec<u8>> = if carry_state {
-            start_call(&mut self.store);
+            start_call(&mut self.store, self.loaded.sandbox.call_deadline);
             let guest = self.instance.state.as_ref().expect("checked");
             let snapshot = guest.call_snapshot(&mut self.store).await;
             end_call(&mut self.store);
@@ -264,12 +298,12 @@ impl Actor {
             None
         };
 
-        let mut state = HostState::new(loaded.name.clone());
+        let mut state = loaded.new_state();
         state.conns = std::mem::take(&mut self.store.data_mut().conns);
         let mut store = self.runtime.new_store(state);
         let outcome = match loaded.instantiate(&mut store).await {
             Ok(instance) => match &snapshot {
-                Some(bytes) => restore(&mut store, &instance, bytes)
+                Some(bytes) => restore(&mut store, &instance, bytes, loaded.sandbox.call_deadline)
                     .await
                     .map(|()| instance),
                 None => Ok(instance),
@@ -317,7 +351,7 @@ impl Actor {
             protocol: info.protocol.clone(),
             attributes: info.attributes.clone(),
         };
-        start_call(&mut self.store);
+        start_call(&mut self.store, self.loaded.sandbox.call_deadline);
         let hook = self.instance.handshake.as_ref().expect("checked above");
         let result = hook.call_on_handshake(&mut self.store, &request).await;
         end_call(&mut self.store);
@@ -366,6 +400,25 @@ impl Actor {
     }
 
     async fn replace_instance(&mut self) {
+        let now = Instant::now();
+        while self
+            .traps
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > TRAP_WINDOW)
+        {
+            self.traps.pop_front();
+        }
+        self.traps.push_back(now);
+        let recent = self.traps.len();
+        if let Some(wait) = restart_backoff(recent) {
+            tracing::warn!(
+                controller = %self.loaded.name,
+                traps_in_last_minute = recent,
+                restart_in_ms = wait.as_millis() as u64,
+                "controller keeps trapping; restarting it after a backoff"
+            );
+            tokio::time::sleep(wait).await;
+        }
         let conns = std::mem::take(&mut self.store.data_mut().conns);
         let (store, instance) = instantiate_with_retry(&self.runtime, &self.loaded, conns).await;
         self.store = store;
@@ -373,16 +426,25 @@ impl Actor {
     }
 }
 
+/// How long to wait before restarting a controller that trapped `recent` times within
+/// [`TRAP_WINDOW`]; `None` restarts at once.
+fn restart_backoff(recent: usize) -> Option<Duration> {
+    let extra = recent.checked_sub(FREE_RESTARTS + 1)?;
+    let factor = 1u32.checked_shl(extra as u32).unwrap_or(u32::MAX);
+    Some(BACKOFF_START.saturating_mul(factor).min(BACKOFF_MAX))
+}
+
 /// Gives a new instance the old one's state.
 async fn restore(
     store: &mut Store<HostState>,
     instance: &Instance,
     bytes: &[u8],
+    deadline: Duration,
 ) -> Result<(), String> {
     let Some(guest) = &instance.state else {
         return Ok(());
     };
-    start_call(store);
+    start_call(store, deadline);
     let result = guest.call_restore(&mut *store, bytes).await;
     end_call(store);
     match result {
@@ -421,7 +483,7 @@ async fn instantiate_with_retry(
 ) -> (Store<HostState>, Instance) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let mut state = HostState::new(loaded.name.clone());
+        let mut state = loaded.new_state();
         state.conns = conns;
         let mut store = runtime.new_store(state);
         match loaded.instantiate(&mut store).await {
@@ -442,4 +504,19 @@ pub(crate) fn attribute<'a>(info: &'a ConnectionInfo, name: &str) -> Option<&'a 
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_after_the_free_restarts_and_doubles_up_to_the_cap() {
+        assert_eq!(restart_backoff(1), None);
+        assert_eq!(restart_backoff(FREE_RESTARTS), None);
+        assert_eq!(restart_backoff(FREE_RESTARTS + 1), Some(BACKOFF_START));
+        assert_eq!(restart_backoff(FREE_RESTARTS + 2), Some(BACKOFF_START * 2));
+        assert_eq!(restart_backoff(FREE_RESTARTS + 3), Some(BACKOFF_START * 4));
+        assert_eq!(restart_backoff(1000), Some(BACKOFF_MAX));
+    }
 }

@@ -13,6 +13,7 @@ use super::bindings::{
     ServerParams, StateGuest, StateIndices, TimerGuest, TimerIndices,
 };
 use super::store::{HostState, end_call, start_call};
+use crate::limits::Sandbox;
 
 /// Export names of the optional interfaces.
 const HANDSHAKE: &str = "wshost:controller/handshake@0.1.0";
@@ -44,6 +45,8 @@ pub(crate) struct Loaded {
     pub(crate) path: PathBuf,
     pub(crate) pre: ControllerPre<HostState>,
     pub(crate) init: InitArgs,
+    /// Deadline, memory cap and queue sizes for its instances.
+    pub(crate) sandbox: Sandbox,
     optional: Optional,
 }
 
@@ -72,6 +75,7 @@ impl Loaded {
         path: PathBuf,
         pre: ControllerPre<HostState>,
         init: InitArgs,
+        sandbox: Sandbox,
     ) -> wasmtime::Result<Self> {
         let ip = pre.instance_pre();
         let optional = Optional {
@@ -85,8 +89,14 @@ impl Loaded {
             path,
             pre,
             init,
+            sandbox,
             optional,
         })
+    }
+
+    /// Fresh store data for an instance of this controller (its memory cap applied).
+    pub(crate) fn new_state(&self) -> HostState {
+        HostState::new(self.name.clone(), self.sandbox.memory_bytes)
     }
 
     pub(crate) fn has_handshake(&self) -> bool {
@@ -132,7 +142,7 @@ impl Loaded {
                 .transpose()?,
         };
         if let Some(lifecycle) = &instance.lifecycle {
-            start_call(store);
+            start_call(store, self.sandbox.call_deadline);
             let result = lifecycle
                 .call_init(&mut *store, &self.init.config, &self.init.params)
                 .await;

@@ -97,6 +97,21 @@ pub struct Runtime {
     cache: Option<Cache>,
 }
 
+/// The compiled-code cache's settings from `WSHOST_CACHE_DIR`; `None` when it is "off".
+fn cache_config() -> Option<CacheConfig> {
+    let mut cache_config = CacheConfig::new();
+    match std::env::var_os("WSHOST_CACHE_DIR") {
+        Some(dir) if dir == "off" => return None,
+        Some(dir) if !dir.is_empty() => {
+            let dir = std::path::PathBuf::from(dir);
+            let dir = std::path::absolute(&dir).unwrap_or(dir);
+            cache_config.with_directory(dir);
+        }
+        _ => {}
+    }
+    Some(cache_config)
+}
+
 impl Runtime {
     /// Configures the engine (epoch interruption, compilation cache) and the linker
     /// (sandboxed WASI p2 + the `host` interface), and starts the epoch ticker thread.
@@ -105,12 +120,17 @@ impl Runtime {
         config.epoch_interruption(true);
         // A shared on-disk cache of compiled code: a second start (or `check` then
         // `run`) skips Cranelift. Failing to set it up only costs compile time.
-        let cache = match Cache::new(CacheConfig::new()) {
-            Ok(cache) => Some(cache),
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "compiled-code cache disabled");
-                None
-            }
+        // `WSHOST_CACHE_DIR` moves it (relative paths are taken from the current
+        // directory); `WSHOST_CACHE_DIR=off` turns it off.
+        let cache = match cache_config() {
+            None => None,
+            Some(cache_config) => match Cache::new(cache_config) {
+                Ok(cache) => Some(cache),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "compiled-code cache disabled");
+                    None
+                }
+            },
         };
         config.cache(cache.clone());
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
@@ -182,8 +202,8 @@ impl Runtime {
                 ..ServerParams::default()
             },
         };
-        let loaded =
-            Loaded::new(name, spec.wasm.clone(), pre, init).map_err(|e| LoadError::World {
+        let loaded = Loaded::new(name, spec.wasm.clone(), pre, init, spec.sandbox.clone())
+            .map_err(|e| LoadError::World {
                 name: spec.name.clone(),
                 path: spec.wasm.clone(),
                 detail: format!("{e:#}"),
@@ -225,7 +245,7 @@ impl Runtime {
     }
 
     async fn trial_instantiate(&self, loaded: &Loaded) -> Result<(), LoadError> {
-        let mut store = self.new_store(HostState::new(loaded.name.clone()));
+        let mut store = self.new_store(loaded.new_state());
         loaded
             .instantiate(&mut store)
             .await

@@ -13,6 +13,7 @@ mod build_step;
 mod component;
 mod engine;
 mod host_api;
+mod outbound;
 mod reload;
 mod stdio;
 mod store;
@@ -20,22 +21,16 @@ mod store;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
 pub use build_step::BuildError;
 pub use engine::{LoadError, Runtime};
+pub use outbound::{Next, Outbound, OutboundHandle, OutboundQueue, QueueError, outbound_queue};
 pub use reload::{ReloadWatcher, SourceWatcher, reload_in_place, watch, watch_sources};
 
 use crate::config::ControllerSpec;
 use crate::handshake::Rejection;
-
-/// Events a controller's queue holds at most before connection tasks stop reading
-/// their sockets (TCP backpressure).
-pub const EVENT_QUEUE_CAPACITY: usize = 1024;
-
-/// Messages a connection's outbound queue holds before the slow-client policy closes it.
-pub const OUTBOUND_QUEUE_CAPACITY: usize = 1024;
 
 /// Identifies a connection for the lifetime of the process (never reused).
 pub type ConnectionId = u64;
@@ -70,6 +65,8 @@ pub enum Event {
         outbound: OutboundHandle,
         /// The connection's tracing span, entered while the controller handles its events.
         span: tracing::Span,
+        /// Deadline of each call for this connection's events.
+        deadline: std::time::Duration,
     },
     /// A complete data message (text or binary).
     Message {
@@ -77,6 +74,9 @@ pub enum Event {
         id: ConnectionId,
         /// The message; never a control frame.
         message: Message,
+        /// The message's share of the controller's inbound byte budget, given back
+        /// once the controller handled it.
+        budget: OwnedSemaphorePermit,
     },
     /// A protocol or I/O error; `Closed` follows.
     Error {
@@ -125,73 +125,15 @@ impl std::fmt::Debug for Reload {
     }
 }
 
-/// What a controller asks a connection task to do.
-#[derive(Debug)]
-pub enum Outbound {
-    /// Write a data message.
-    Message(Message),
-    /// Start the closing handshake.
-    Close(u16, String),
-}
-
-/// The controller's end of a connection's outbound queue.
-#[derive(Debug, Clone)]
-pub struct OutboundHandle {
-    tx: mpsc::Sender<Outbound>,
-    overflow: Arc<Notify>,
-}
-
-/// A connection's end of its outbound queue.
-#[derive(Debug)]
-pub struct OutboundQueue {
-    /// Frames to write, in order.
-    pub rx: mpsc::Receiver<Outbound>,
-    /// Notified when the controller found the queue full: the slow-client policy applies.
-    pub overflow: Arc<Notify>,
-}
-
-/// Why an outbound item was not queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueError {
-    /// The connection task is gone.
-    Closed,
-    /// The queue is full; the connection was told to apply its overflow policy.
-    Full,
-}
-
-/// Makes a bounded outbound queue for one connection.
-pub fn outbound_queue(capacity: usize) -> (OutboundHandle, OutboundQueue) {
-    let (tx, rx) = mpsc::channel(capacity);
-    let overflow = Arc::new(Notify::new());
-    (
-        OutboundHandle {
-            tx,
-            overflow: overflow.clone(),
-        },
-        OutboundQueue { rx, overflow },
-    )
-}
-
-impl OutboundHandle {
-    /// Queues `item` without waiting. On a full queue, wakes the connection's overflow
-    /// policy instead of waiting for room.
-    pub fn push(&self, item: Outbound) -> Result<(), QueueError> {
-        match self.tx.try_send(item) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(QueueError::Closed),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.overflow.notify_one();
-                Err(QueueError::Full)
-            }
-        }
-    }
-}
-
 /// A running controller, as connection tasks see it.
 #[derive(Debug, Clone)]
 pub struct ControllerHandle {
     name: Arc<str>,
     events: mpsc::Sender<Event>,
+    /// The inbound byte budget: queued messages hold permits for their bytes.
+    budget: Arc<Semaphore>,
+    /// Permits in the budget (the most one message takes).
+    budget_size: u32,
     /// Whether the current version exports `handshake`; a reload may change it.
     handshake_hook: Arc<AtomicBool>,
 }
@@ -236,6 +178,13 @@ impl ControllerHandle {
     /// The controller's event queue.
     pub fn events(&self) -> &mpsc::Sender<Event> {
         &self.events
+    }
+
+    /// The controller's inbound byte budget, and the permits a message of `bytes`
+    /// takes from it (a message bigger than the whole budget takes all of it).
+    pub fn budget(&self, bytes: usize) -> (&Arc<Semaphore>, u32) {
+        let wanted = u32::try_from(bytes).unwrap_or(u32::MAX);
+        (&self.budget, wanted.min(self.budget_size))
     }
 }
 

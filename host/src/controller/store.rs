@@ -17,13 +17,6 @@ use super::bindings::TimersHost;
 use super::stdio::{GuestOutput, Stream};
 use super::{ConnectionId, ConnectionInfo, OutboundHandle};
 
-/// Longest a single export call may run before it is interrupted (a trap, handled like
-/// any other). Generous: an event handler should take microseconds.
-pub(crate) const CALL_DEADLINE: Duration = Duration::from_secs(5);
-
-/// Most linear memory one controller instance may grow to.
-pub(crate) const MEMORY_LIMIT: usize = 256 << 20;
-
 /// Store data of one controller instance.
 pub(crate) struct HostState {
     wasi: WasiCtx,
@@ -34,8 +27,9 @@ pub(crate) struct HostState {
     pub(crate) conns: BTreeMap<ConnectionId, ConnEntry>,
     /// This instance's timers.
     pub(crate) timers: Timers,
-    /// When the current export call started; `None` between calls.
-    call_started: Option<std::time::Instant>,
+    /// When the current export call started and how long it may run; `None` between
+    /// calls.
+    call: Option<(std::time::Instant, Duration)>,
 }
 
 /// One connection as the controller sees it.
@@ -43,6 +37,8 @@ pub(crate) struct ConnEntry {
     pub(crate) info: Arc<ConnectionInfo>,
     pub(crate) outbound: OutboundHandle,
     pub(crate) span: tracing::Span,
+    /// Deadline of calls for this connection's events (its route's `call-deadline-ms`).
+    pub(crate) deadline: Duration,
     /// The controller called `close`: no longer listed, sent to, or given messages.
     pub(crate) closing: bool,
 }
@@ -112,8 +108,8 @@ impl TimersHost for HostState {
 
 impl HostState {
     /// Fresh state with the WASI sandbox: no files, no environment, no network, guest
-    /// stdout/stderr to the log.
-    pub(crate) fn new(name: Arc<str>) -> Self {
+    /// stdout/stderr to the log; linear memory capped at `memory_bytes`.
+    pub(crate) fn new(name: Arc<str>, memory_bytes: usize) -> Self {
         let wasi = WasiCtxBuilder::new()
             .stdout(GuestOutput::new(name.clone(), Stream::Stdout))
             .stderr(GuestOutput::new(name.clone(), Stream::Stderr))
@@ -125,37 +121,37 @@ impl HostState {
             wasi,
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
-                .memory_size(MEMORY_LIMIT)
+                .memory_size(memory_bytes)
                 .trap_on_grow_failure(true)
                 .build(),
             name,
             conns: BTreeMap::new(),
             timers: Timers::default(),
-            call_started: None,
+            call: None,
         }
     }
 
     /// Called at each epoch tick while the guest runs: yield to the runtime, or trap
     /// once the call has run past its deadline.
     pub(crate) fn on_epoch_tick(&self) -> wasmtime::Result<UpdateDeadline> {
-        match self.call_started {
-            Some(started) if started.elapsed() > CALL_DEADLINE => {
-                Err(DeadlineExceeded(CALL_DEADLINE).into())
+        match self.call {
+            Some((started, deadline)) if started.elapsed() > deadline => {
+                Err(DeadlineExceeded(deadline).into())
             }
             _ => Ok(UpdateDeadline::Yield(1)),
         }
     }
 }
 
-/// Arms the deadline for the export call about to start.
-pub(crate) fn start_call(store: &mut Store<HostState>) {
-    store.data_mut().call_started = Some(std::time::Instant::now());
+/// Arms `deadline` for the export call about to start.
+pub(crate) fn start_call(store: &mut Store<HostState>, deadline: Duration) {
+    store.data_mut().call = Some((std::time::Instant::now(), deadline));
     store.set_epoch_deadline(1);
 }
 
 /// Disarms it after the call.
 pub(crate) fn end_call(store: &mut Store<HostState>) {
-    store.data_mut().call_started = None;
+    store.data_mut().call = None;
 }
 
 impl WasiView for HostState {
@@ -167,7 +163,7 @@ impl WasiView for HostState {
     }
 }
 
-/// The trap raised when an export call runs past [`CALL_DEADLINE`].
+/// The trap raised when an export call runs past its deadline.
 #[derive(Debug, thiserror::Error)]
 #[error("call ran longer than its {0:?} deadline")]
 pub(crate) struct DeadlineExceeded(Duration);
@@ -178,7 +174,7 @@ mod tests {
 
     #[test]
     fn one_shot_and_repeating_timers() {
-        let mut state = HostState::new("t".into());
+        let mut state = HostState::new("t".into(), 1 << 20);
         let once = state.set_timer(10, false);
         let every = state.set_timer(5, true);
         let t0 = Instant::now();

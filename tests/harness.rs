@@ -12,6 +12,7 @@ mod client;
 mod guests;
 mod http;
 mod probe;
+mod raw;
 mod routes;
 mod server;
 
@@ -23,6 +24,7 @@ pub(crate) use client::Client;
 pub(crate) use guests::guests;
 pub(crate) use http::{HttpRequest, HttpResponse};
 pub(crate) use probe::{Closed, info_value, parse_closed, parse_info};
+pub(crate) use raw::{RawPeer, opcode};
 pub(crate) use routes::{Route, RoutesDir, controller_toml, routes_toml};
 pub(crate) use server::{Server, check, wshost};
 

@@ -180,8 +180,8 @@ struct RawConfig {
     listen: Option<Spanned<String>>,
     #[serde(default)]
     trusted_proxies: Vec<Spanned<String>>,
-    max_header_bytes: Option<usize>,
-    handshake_timeout_ms: Option<u64>,
+    max_header_bytes: Option<Spanned<u64>>,
+    handshake_timeout_ms: Option<Spanned<u64>>,
     shutdown_timeout_ms: Option<u64>,
     limits: Option<Spanned<RawLimits>>,
     #[serde(default)]
@@ -270,6 +270,18 @@ impl Config {
                 .map(|w| normalize(&base.join(w)))
                 .collect();
             named.insert(name.clone(), index);
+        }
+
+        for (key, value) in [
+            ("max-header-bytes", &raw.max_header_bytes),
+            ("handshake-timeout-ms", &raw.handshake_timeout_ms),
+        ] {
+            if let Some(v) = value.as_ref().filter(|v| *v.get_ref() == 0) {
+                return Err(at(
+                    v.span(),
+                    format!("`{key}` must be at least 1 (0 would refuse every client)"),
+                ));
+            }
         }
 
         let no_limits = RawLimits::default();
@@ -496,10 +508,12 @@ impl Config {
             routes,
             filters,
             trusted_proxies,
-            max_header_bytes: raw.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+            max_header_bytes: raw.max_header_bytes.map_or(DEFAULT_MAX_HEADER_BYTES, |v| {
+                usize::try_from(*v.get_ref()).unwrap_or(usize::MAX)
+            }),
             handshake_timeout: Duration::from_millis(
                 raw.handshake_timeout_ms
-                    .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_MS),
+                    .map_or(DEFAULT_HANDSHAKE_TIMEOUT_MS, |v| *v.get_ref()),
             ),
             shutdown_timeout: Duration::from_millis(
                 raw.shutdown_timeout_ms
@@ -689,6 +703,22 @@ controller = "build/echo.wasm"
     }
 
     #[test]
+    fn zero_header_limit_or_handshake_timeout_is_refused_at_its_line() {
+        for key in ["max-header-bytes", "handshake-timeout-ms"] {
+            let text = format!(
+                "# {key} = 0 in a comment\n{key} = 0\n[[route]]\ncontroller = \"e.wasm\"\n"
+            );
+            let Err(ConfigError::Invalid { line, message, .. }) =
+                Config::parse(Path::new("routes.toml"), &text)
+            else {
+                panic!("{key} = 0 was accepted");
+            };
+            assert_eq!(line, 2, "{message}");
+            assert!(message.contains(key), "{message}");
+        }
+    }
+
+    #[test]
     fn unknown_key_names_line_and_key() {
         let (line, message) = error("[[route]]\ncontroller = \"a.wasm\"\ncolour = \"red\"\n");
         assert_eq!(line, 3);
@@ -743,3 +773,6 @@ controller = "build/echo.wasm"
         assert!(shown.ends_with("3 |   colour = 1\n  |   ^"), "{shown}");
     }
 }
+
+#[cfg(test)]
+mod fuzz;

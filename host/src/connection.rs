@@ -287,6 +287,11 @@ impl Writer {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        // An overflow must be seen even while the socket is blocked: that is exactly
+        // when it happens.
+        if !self.closing && queue.poll_overflow(cx) {
+            return Poll::Ready(Wrote::Overflow);
+        }
         loop {
             if self.pending.is_none() {
                 self.pending = self.control.take();

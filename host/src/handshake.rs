@@ -10,7 +10,9 @@
 //! Checks, in order, each with its status: unknown path → 404; method not GET → 405;
 //! no `Upgrade: websocket` → 426; `Sec-WebSocket-Version` not 13 → 426; missing
 //! `Connection: upgrade` or a bad `Sec-WebSocket-Key` → 400; no route accepts the
-//! offered sub-protocols → 400. A request head over `max-header-bytes` gets 431.
+//! offered sub-protocols → 400. A request head over `max-header-bytes` gets 431, a
+//! malformed one 400, as does a target that is neither a path (`/chat?x`) nor an
+//! absolute URL (`http://host/chat?x`).
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -150,12 +152,8 @@ fn too_large(max_head: usize) -> Rejection {
 
 fn to_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, Rejection> {
     let target = parsed.path.unwrap_or("/");
-    // Absolute-form targets (`GET http://host/path`) come from some proxies.
-    let origin_form = match target.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
-        None => target,
-    };
-    let (path, query) = origin_form.split_once('?').unwrap_or((origin_form, ""));
+    let (path, query) = split_target(target)
+        .ok_or_else(|| Rejection::new(400, format!("malformed request target `{target}`")))?;
     let mut headers = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
         let value = std::str::from_utf8(h.value)
@@ -169,6 +167,29 @@ fn to_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, Rejection> 
         minor_version: parsed.version.unwrap_or(0),
         headers,
     })
+}
+
+/// The path and query of a request target: origin-form (`/path?query`), or absolute-form
+/// (`http://host/path?query`), which some proxies send. Other forms (`*`, `host:port`)
+/// name no path, so they are `None`.
+fn split_target(target: &str) -> Option<(&str, &str)> {
+    let origin_form = if target.starts_with('/') {
+        target
+    } else {
+        let (scheme, rest) = target.split_once("://")?;
+        let is_scheme = |s: &str| {
+            s.starts_with(|c: char| c.is_ascii_alphabetic())
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        };
+        if !is_scheme(scheme) {
+            return None;
+        }
+        // The authority ends where the path or the query begins.
+        &rest[rest.find(['/', '?']).unwrap_or(rest.len())..]
+    };
+    let (path, query) = origin_form.split_once('?').unwrap_or((origin_form, ""));
+    Some((if path.is_empty() { "/" } else { path }, query))
 }
 
 /// Checks `request` as a WebSocket upgrade and routes it.
@@ -376,6 +397,42 @@ mod tests {
     }
 
     #[test]
+    fn a_url_in_the_query_does_not_move_the_path() {
+        // Found by `fuzz::origin_form_targets_split_at_the_first_question_mark`: the
+        // target was taken for absolute-form because it contained `://`.
+        assert_eq!(request(&upgrade("/://", "")).path, "/://");
+        let r = request(&upgrade("/chat/a?next=http://example.com/admin", ""));
+        assert_eq!(
+            (r.path.as_str(), r.query.as_str()),
+            ("/chat/a", "next=http://example.com/admin")
+        );
+    }
+
+    #[test]
+    fn absolute_form_without_a_path_keeps_its_query() {
+        // Found by `fuzz::absolute_form_targets_lose_only_scheme_and_authority`.
+        let r = request(&upgrade("http://0?%", ""));
+        assert_eq!((r.path.as_str(), r.query.as_str()), ("/", "%"));
+        let r = request(&upgrade("http://host?next=/admin", ""));
+        assert_eq!((r.path.as_str(), r.query.as_str()), ("/", "next=/admin"));
+    }
+
+    #[tokio::test]
+    async fn targets_that_name_no_path_get_400() {
+        // Found by `fuzz::read_request_survives_mutated_upgrades`: `GET ?` was read as
+        // the empty path, which a catch-all route then served.
+        for target in ["?", "*", "example.com:443", "chat", "x?y://z/", "://x/"] {
+            let raw = upgrade(target, "");
+            let mut input = raw.as_bytes();
+            let status = read_request(&mut input, 16 * 1024)
+                .await
+                .unwrap_err()
+                .status;
+            assert_eq!(status, 400, "{target}");
+        }
+    }
+
+    #[test]
     fn keys_must_be_16_bytes_of_base64() {
         assert!(is_valid_key(KEY));
         assert!(is_valid_key("AAAAAAAAAAAAAAAAAAAAAA=="));
@@ -408,3 +465,6 @@ mod tests {
         assert!(read_request(&mut input, 2000).await.is_ok());
     }
 }
+
+#[cfg(test)]
+mod fuzz;

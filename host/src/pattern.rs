@@ -270,3 +270,6 @@ mod tests {
         assert!(p.is_match(&path));
     }
 }
+
+#[cfg(test)]
+mod fuzz;

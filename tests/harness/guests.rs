@@ -1,5 +1,5 @@
 //! Building the guest controllers once per test process: the examples (echo, chat, auth,
-//! ticker) and the test-only probe and lifecycle controllers, the latter in four builds
+//! ticker) and the test-only probe, hostile and lifecycle controllers, the latter in four builds
 //! (v1, v2, bad-init, trap-init) kept side by side for the hot-reload tests.
 
 use std::path::{Path, PathBuf};
@@ -23,6 +23,8 @@ pub(crate) struct Guests {
     pub(crate) auth: PathBuf,
     /// examples/ticker (lifecycle + timers).
     pub(crate) ticker: PathBuf,
+    /// examples/test-controllers/hostile: spins, grows, panics, floods on request.
+    pub(crate) hostile: PathBuf,
     /// examples/test-controllers/lifecycle, default build: replies `v1:...`.
     pub(crate) lifecycle_v1: PathBuf,
     /// The same built with feature `v2`: replies `v2:...`.
@@ -78,7 +80,8 @@ fn build_guests() -> Result<Guests> {
     cargo_build(
         &target_dir,
         &[
-            "-p", "echo", "-p", "chat", "-p", "probe", "-p", "auth", "-p", "ticker",
+            "-p", "echo", "-p", "chat", "-p", "probe", "-p", "auth", "-p", "ticker", "-p",
+            "hostile",
         ],
     )?;
     // The lifecycle controller in three builds; each is copied out before the next one
@@ -108,6 +111,7 @@ fn build_guests() -> Result<Guests> {
         probe: dir.join("probe.wasm"),
         auth: dir.join("auth.wasm"),
         ticker: dir.join("ticker.wasm"),
+        hostile: dir.join("hostile.wasm"),
         lifecycle_v1,
         lifecycle_v2,
         lifecycle_bad_init,
@@ -119,6 +123,7 @@ fn build_guests() -> Result<Guests> {
         &guests.probe,
         &guests.auth,
         &guests.ticker,
+        &guests.hostile,
     ] {
         ensure!(
             path.is_file(),

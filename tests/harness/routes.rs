@@ -27,6 +27,7 @@ pub(crate) struct Route {
     glob: Option<String>,
     protocols: Vec<String>,
     controller: String,
+    limits: Option<String>,
 }
 
 impl Route {
@@ -43,6 +44,7 @@ impl Route {
             glob: None,
             protocols: Vec::new(),
             controller: controller.to_owned(),
+            limits: None,
         }
     }
 
@@ -64,6 +66,13 @@ impl Route {
         self
     }
 
+    /// Sets the route's `limits` to the inline table with these keys, e.g.
+    /// `"max-message-bytes = 1024, call-deadline-ms = 300"`.
+    pub(crate) fn limits(mut self, keys: &str) -> Self {
+        self.limits = Some(keys.to_owned());
+        self
+    }
+
     fn to_toml(&self) -> String {
         let mut out = String::from("[[route]]\n");
         if let Some(name) = &self.name {
@@ -77,6 +86,9 @@ impl Route {
             out += &format!("protocols = [{}]\n", list.join(", "));
         }
         out += &format!("controller = {}\n", toml_string(&self.controller));
+        if let Some(limits) = &self.limits {
+            out += &format!("limits = {{ {limits} }}\n");
+        }
         out
     }
 }

@@ -233,6 +233,18 @@ impl Server {
         Ok(())
     }
 
+    /// The server's resident memory in KiB (VmRSS), read from /proc.
+    pub(crate) fn rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .context("reading the server's /proc status")?;
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .context("no VmRSS line")?;
+        let kib = line.split_whitespace().nth(1).context("empty VmRSS line")?;
+        Ok(kib.parse()?)
+    }
+
     /// The address the server listens on.
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
@@ -298,9 +310,6 @@ impl Server {
         Ok(response)
     }
 
-    /// Performs the opening handshake of `request` by hand (so that no client-side check
-    /// gets in the way), expects `101 Switching Protocols` with a correct accept key, and
-    /// returns the response head with a WebSocket client on the connection.
     /// Sends `request`; returns the 101 and the client if the server upgraded, or the
     /// complete refusal (read until the server closes) if it did not.
     pub(crate) async fn attempt(
@@ -327,6 +336,9 @@ impl Server {
             .context("the server neither answered nor closed the connection (hang guard)")?
     }
 
+    /// Performs the opening handshake of `request` by hand (so that no client-side check
+    /// gets in the way), expects `101 Switching Protocols` with a correct accept key, and
+    /// returns the response head with a WebSocket client on the connection.
     pub(crate) async fn upgrade(&self, request: &HttpRequest) -> Result<(HttpResponse, Client)> {
         let key = request
             .get("sec-websocket-key")

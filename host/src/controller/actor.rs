@@ -394,9 +394,12 @@ impl Actor {
             route,
             conn_id = id,
             export,
-            error = %format!("{error:#}"),
+            error = %trap_message(error),
             "controller trapped; closing the connection with 1011 and replacing the instance"
         );
+        if let Some(backtrace) = error.downcast_ref::<wasmtime::WasmBacktrace>() {
+            tracing::debug!(controller = %self.loaded.name, "wasm backtrace:\n{backtrace}");
+        }
     }
 
     async fn replace_instance(&mut self) {
@@ -424,6 +427,19 @@ impl Actor {
         self.store = store;
         self.instance = instance;
     }
+}
+
+/// A trap in one line: its causes (the guest's panic message, the deadline, the memory
+/// cap) without the multi-line wasm backtrace, which goes to the debug log.
+pub(crate) fn trap_message(error: &wasmtime::Error) -> String {
+    let mut parts: Vec<String> = error
+        .chain()
+        .map(|cause| cause.to_string())
+        .filter(|cause| !cause.contains("wasm backtrace:"))
+        .collect();
+    parts.dedup();
+    let message = parts.join(": ");
+    message.lines().map(str::trim).collect::<Vec<_>>().join(" ")
 }
 
 /// How long to wait before restarting a controller that trapped `recent` times within

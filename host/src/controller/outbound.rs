@@ -176,6 +176,16 @@ impl OutboundHandle {
     }
 }
 
+fn register(state: &mut State, cx: &Context<'_>) {
+    if !state
+        .waker
+        .as_ref()
+        .is_some_and(|w| w.will_wake(cx.waker()))
+    {
+        state.waker = Some(cx.waker().clone());
+    }
+}
+
 fn wake(state: &mut State) {
     if let Some(waker) = state.waker.take() {
         waker.wake();
@@ -199,16 +209,23 @@ impl OutboundQueue {
                 Poll::Ready(Next::Item(item))
             }
             None => {
-                if !state
-                    .waker
-                    .as_ref()
-                    .is_some_and(|w| w.will_wake(cx.waker()))
-                {
-                    state.waker = Some(cx.waker().clone());
-                }
+                register(&mut state, cx);
                 Poll::Pending
             }
         }
+    }
+
+    /// Whether the queue overflowed (reported once, like [`Next::Overflow`]). Registers
+    /// the task's waker either way, so that an overflow wakes a connection that is
+    /// waiting on its socket rather than on the queue.
+    pub fn poll_overflow(&self, cx: &mut Context<'_>) -> bool {
+        let mut state = self.shared.lock();
+        if state.overflowed && !state.overflow_taken {
+            state.overflow_taken = true;
+            return true;
+        }
+        register(&mut state, cx);
+        false
     }
 
     /// Messages the `drop-oldest` policy dropped so far.

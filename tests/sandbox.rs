@@ -1,0 +1,135 @@
+//! The controller sandbox: a CPU deadline per call, a memory cap per instance, restart
+//! backoff for a controller that keeps trapping, and no ambient authority. Each
+//! misbehaviour hurts only the connection whose event caused it.
+
+use anyhow::{Context, Result};
+use tokio::time::Instant;
+
+use crate::harness::{Client, Route, Server, guests, routes_toml};
+
+/// A server with the hostile controller on `/hostile/*` (with route `limits`) and echo on
+/// `/echo/*`.
+async fn hostile_and_echo(limits: &str) -> Result<Server> {
+    Server::start(&routes_toml(&[
+        Route::to(&guests().hostile).at("/hostile/*").limits(limits),
+        Route::to(&guests().echo).at("/echo/*"),
+    ]))
+    .await
+}
+
+/// Connects to the hostile controller and reads its `open {id}` greeting.
+async fn open(server: &Server, path: &str) -> Result<(Client, u64)> {
+    let mut client = server.connect(path).await?;
+    let hello = client.recv_text().await?;
+    let id = hello
+        .strip_prefix("open ")
+        .with_context(|| format!("expected `open ID`, got {hello:?}"))?
+        .parse()?;
+    Ok((client, id))
+}
+
+#[tokio::test]
+async fn an_infinite_loop_is_cut_at_the_deadline_and_delays_no_one_else() -> Result<()> {
+    let server = hostile_and_echo("call-deadline-ms = 3000").await?;
+    let (mut spinner, _) = open(&server, "/hostile/a").await?;
+    let (mut neighbour, _) = open(&server, "/hostile/b").await?;
+    let mut echo = server.connect("/echo/x").await?;
+
+    spinner.send_text("spin").await?;
+    let closed = tokio::spawn(async move {
+        let close = spinner.recv_close().await;
+        (close, Instant::now())
+    });
+    // Another route keeps being served while the guest spins.
+    for i in 0..5 {
+        let text = format!("ping {i}");
+        assert_eq!(echo.request(&text).await?, text);
+    }
+    let served = Instant::now();
+    let (close, closed_at) = closed.await?;
+    assert_eq!(close?, (1011, "controller error".to_owned()));
+    assert!(
+        served < closed_at,
+        "the echo route was not served until the spinning call was cut"
+    );
+    // The spinner's route goes on with a fresh instance.
+    assert_eq!(neighbour.request("still there?").await?, "still there?");
+    let trap = server
+        .log_line("for the deadline trap", |l| {
+            l.contains("controller trapped")
+        })
+        .await?;
+    assert!(trap.contains("deadline"), "{trap}");
+    assert!(trap.contains("export=\"on-message\""), "{trap}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_memory_bomb_hits_the_cap_and_only_its_connection_closes() -> Result<()> {
+    let server = hostile_and_echo("memory-bytes = 33554432").await?;
+    let (mut bomber, _) = open(&server, "/hostile/a").await?;
+    let (mut modest, _) = open(&server, "/hostile/b").await?;
+    // Below the cap, memory grows normally.
+    assert_eq!(modest.request("grow 4").await?, "grew 4");
+
+    bomber.send_text("grow").await?;
+    assert_eq!(
+        bomber.recv_close().await?,
+        (1011, "controller error".to_owned())
+    );
+    let trap = server
+        .log_line("for the memory trap", |l| l.contains("controller trapped"))
+        .await?;
+    assert!(trap.contains("growing memory"), "{trap}");
+    // The fresh instance starts with fresh memory.
+    assert_eq!(modest.request("after").await?, "after");
+    assert_eq!(modest.request("grow 4").await?, "grew 4");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_controller_that_keeps_panicking_is_restarted_with_backoff() -> Result<()> {
+    let server = hostile_and_echo("").await?;
+    for _ in 0..6 {
+        let (mut client, _) = open(&server, "/hostile/p").await?;
+        client.send_text("panic").await?;
+        assert_eq!(
+            client.recv_close().await?,
+            (1011, "controller error".to_owned())
+        );
+    }
+    // Three restarts are free; the fourth and later waits double.
+    for (traps, wait) in [(4, 100), (5, 200), (6, 400)] {
+        server
+            .log_line(&format!("for a {wait} ms backoff"), |l| {
+                l.contains("keeps trapping")
+                    && l.contains(&format!("traps_in_last_minute={traps} "))
+                    && l.contains(&format!("restart_in_ms={wait}"))
+            })
+            .await?;
+    }
+    // After the backoff, the controller serves again.
+    let (mut client, _) = open(&server, "/hostile/p").await?;
+    assert_eq!(client.request("recovered").await?, "recovered");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_controller_has_no_files_environment_or_network() -> Result<()> {
+    let server = hostile_and_echo("").await?;
+    let (mut client, _) = open(&server, "/hostile/x").await?;
+    let report = client.request("ambient").await?;
+    let value = |key: &str| {
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .with_context(|| format!("no {key} in {report:?}"))
+    };
+    assert_eq!(value("env")?, "0", "{report}");
+    for denied in ["read", "list", "write", "connect"] {
+        assert!(value(denied)?.starts_with("err:"), "{denied}: {report}");
+    }
+    // Clocks are part of WASI and allowed.
+    assert_eq!(value("clock")?, "true");
+    Ok(())
+}

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod autobahn;
 mod chat;
 mod close;
 mod compile_cache;

@@ -16,7 +16,9 @@
 //!   after `idle-timeout` it gives up: a best-effort close frame (1001 "idle timeout"),
 //!   the socket is dropped, and the controller sees `on-close` 1006 "idle timeout".
 //! - Limits: a message or frame above the route's limits closes with 1009, invalid UTF-8
-//!   with 1007, any other protocol violation with 1002 (tungstenite detects them).
+//!   with 1007, any other protocol violation with 1002 (tungstenite detects them). The
+//!   close frame goes through the controller's queue, behind the replies to the
+//!   messages that came before the violation; once it is written the socket is dropped.
 //!
 //! Exactly one `Closed` event ends every connection that sent `Open`, carrying the code
 //! of the closing handshake: the peer's, the controller's, 1005 for a close frame
@@ -97,6 +99,9 @@ pub async fn run<S>(
     let mut admission: Option<Admission> = None;
     let mut keepalive = Keepalive::new(&limits);
     let mut shutting_down = false;
+    // The peer broke the protocol: nothing more is read, and the socket is dropped as
+    // soon as the close frame is out.
+    let mut failing = false;
 
     loop {
         let wake = keepalive.wake();
@@ -108,7 +113,7 @@ pub async fn run<S>(
                     None => break, // the controller is gone
                 }
             }
-            incoming = stream.next(), if admission.is_none() => {
+            incoming = stream.next(), if admission.is_none() && !failing => {
                 keepalive.heard();
                 match incoming {
                     None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => break,
@@ -138,15 +143,21 @@ pub async fn run<S>(
                         // fault and reaches `on-error` first.
                         if code == 1006 {
                             tracing::debug!(%error, "connection dropped");
-                        } else {
-                            tracing::info!(%error, code, "connection error");
-                            let _ = events.send(Event::Error { id, error: error.to_string() }).await;
-                            if closed_with.is_none() {
-                                fail(&mut sink, code, reason).await;
-                            }
+                            closed_with.get_or_insert((code, reason.to_owned()));
+                            break;
                         }
+                        tracing::info!(%error, code, "connection error");
                         closed_with.get_or_insert((code, reason.to_owned()));
-                        break;
+                        failing = true;
+                        close_deadline.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
+                        let error = Event::Error {
+                            id,
+                            error: error.to_string(),
+                            close: (code, reason.to_owned()),
+                        };
+                        if events.send(error).await.is_err() {
+                            break;
+                        }
                     }
                 }
             }
@@ -162,6 +173,11 @@ pub async fn run<S>(
                     writer.close(code, reason);
                     closed_with.get_or_insert((code, reason.to_owned()));
                     close_deadline.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
+                }
+                Wrote::Flushed => {
+                    if failing {
+                        break;
+                    }
                 }
                 Wrote::Failed(error) => {
                     tracing::debug!(%error, "write failed");
@@ -257,6 +273,8 @@ enum Wrote {
     Close(u16, String),
     /// The outbound queue overflowed under the `close` policy.
     Overflow,
+    /// Closing, and everything (the close frame included) is written and flushed.
+    Flushed,
     /// The socket failed.
     Failed(WsError),
 }
@@ -273,6 +291,8 @@ struct Writer {
     dirty: bool,
     /// Closing: the queue is no longer read; only `control` and flushing remain.
     closing: bool,
+    /// [`Wrote::Flushed`] was reported.
+    flushed: bool,
 }
 
 impl Writer {
@@ -330,6 +350,10 @@ impl Writer {
                     Poll::Ready(Err(error)) => return Poll::Ready(Wrote::Failed(error)),
                     Poll::Pending => {}
                 }
+            }
+            if self.closing && !self.dirty && !self.flushed {
+                self.flushed = true;
+                return Poll::Ready(Wrote::Flushed);
             }
             return Poll::Pending;
         }

@@ -212,10 +212,20 @@ impl Actor {
                 drop(budget);
                 self.call(Call::Message(id, message)).instrument(span).await;
             }
-            Event::Error { id, error } => {
+            Event::Error {
+                id,
+                error,
+                close: (code, reason),
+            } => {
                 let Some(entry) = conns.get(&id) else { return };
                 let span = entry.span.clone();
                 self.call(Call::Error(id, error)).instrument(span).await;
+                // Behind every reply the controller queued so far, in order.
+                let conns = &mut self.store.data_mut().conns;
+                if let Some(entry) = conns.get_mut(&id).filter(|e| !e.closing) {
+                    entry.closing = true;
+                    let _ = entry.outbound.push(Outbound::Close(code, reason));
+                }
             }
             Event::Closed { id, code, reason } => {
                 // Removed first: during on-close the connection is no longer listed. An

@@ -78,12 +78,16 @@ pub enum Event {
         /// once the controller handled it.
         budget: OwnedSemaphorePermit,
     },
-    /// A protocol or I/O error; `Closed` follows.
+    /// A protocol error from the peer: after `on-error` the controller queues the close
+    /// frame, so that replies to the messages before the error still go out first.
+    /// `Closed` follows.
     Error {
         /// The connection.
         id: ConnectionId,
         /// Human-readable description.
         error: String,
+        /// The close code and reason the connection fails with.
+        close: (u16, String),
     },
     /// An upgrade request waits for the controller's `on-handshake` verdict.
     Handshake {

@@ -150,3 +150,31 @@ async fn missing_secrets_and_keys_are_named() -> Result<()> {
     )
     .await
 }
+
+#[tokio::test]
+async fn bad_limits_name_file_line_and_key() -> Result<()> {
+    for (text, line, key) in [
+        (
+            "[limits]\nslow-client = \"maybe\"\n[[route]]\ncontroller = \"x.wasm\"\n",
+            2,
+            "slow-client",
+        ),
+        (
+            "[[route]]\ncontroller = \"x.wasm\"\nlimits = { call-deadline-ms = 0 }\n",
+            3,
+            "call-deadline-ms",
+        ),
+        (
+            "[[route]]\ncontroller = \"x.wasm\"\nlimits = { max-mesage-bytes = 10 }\n",
+            3,
+            "max-mesage-bytes",
+        ),
+    ] {
+        let dir = RoutesDir::new(text)?;
+        let stderr = failure(&check(&dir.routes()).await?);
+        let at = format!("{}:{line}:", dir.routes().display());
+        assert!(stderr.contains(&at), "expected {at:?} in:\n{stderr}");
+        assert!(stderr.contains(key), "expected {key} in:\n{stderr}");
+    }
+    Ok(())
+}

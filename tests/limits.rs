@@ -291,6 +291,7 @@ async fn a_stalled_controller_stops_reading_its_clients() -> Result<()> {
 
     // The controller is busy for the whole deadline...
     spinner.send_text("spin").await?;
+    assert_eq!(sender.recv_text().await?, "spinning");
     // ...while another client tries to push 200 × 256 KiB = 50 MiB at it.
     let sent = Arc::new(AtomicUsize::new(0));
     let counter = sent.clone();

@@ -36,6 +36,7 @@ async fn an_infinite_loop_is_cut_at_the_deadline_and_delays_no_one_else() -> Res
     let mut echo = server.connect("/echo/x").await?;
 
     spinner.send_text("spin").await?;
+    assert_eq!(neighbour.recv_text().await?, "spinning");
     let closed = tokio::spawn(async move {
         let close = spinner.recv_close().await;
         (close, Instant::now())

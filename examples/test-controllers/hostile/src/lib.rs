@@ -3,7 +3,8 @@
 //! authority. Not an example to copy.
 //!
 //! On open it sends `open {id}`. Text commands:
-//! - `spin`: loops forever (until the host's call deadline interrupts it);
+//! - `spin`: tells the other connections `spinning`, then loops forever (until the host's
+//!   call deadline interrupts it);
 //! - `grow` / `grow {mib}`: allocates 1 MiB blocks and keeps them, forever or until
 //!   `mib` MiB, then replies `grew {mib}`;
 //! - `panic`: panics;
@@ -109,7 +110,10 @@ impl Controller for Hostile {
         };
         let mut words = text.split(' ');
         match words.next().unwrap_or("") {
-            "spin" => spin(),
+            "spin" => {
+                broadcast_text("spinning", Some(conn));
+                spin()
+            }
             "grow" => {
                 let limit = words.next().and_then(|w| w.parse().ok());
                 grow(limit);

@@ -1,0 +1,219 @@
+//! `cargo bench -p wshost --bench ws`: wshost against a native tokio-tungstenite echo
+//! server, Node's `ws` and Python's `websockets`, measured in one run by the same
+//! tokio-tungstenite client, servers pinned to core 0 and the client to core 1, all on
+//! 127.0.0.1. Each figure is repeated (3 runs; `--quick`: 1 run, shorter) and reported
+//! as min / median / max in `target/bench/results.md`, with a chart in
+//! `target/bench/chart.svg`. Not a test: nothing here passes or fails on a number.
+//!
+//! Figures: (a) ping-pong of 32-byte text on 1 connection, (b) on 100 connections,
+//! (c) 1 MiB binary messages streamed through 1 connection, (d) broadcast by the chat
+//! controller to 1,000 connections, (e) memory per idle connection (10,000 open),
+//! (f) opening + closing handshakes per second, (g) hot-reload latency and cold start
+//! with and without the compiled-code cache.
+
+mod load;
+mod report;
+mod servers;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+
+use report::{Figure, Report};
+use servers::Running;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--native-echo") {
+        return servers::native_echo_main();
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    // The client on core 1; servers are started on core 0.
+    let pinned = Command::new("taskset")
+        .args(["-pc", "1", &std::process::id().to_string()])
+        .output()?;
+    ensure!(pinned.status.success(), "taskset failed: {pinned:?}");
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("no workspace root")?
+        .to_owned();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let scripts = root.join("host").join("benches").join("peers");
+    let status = Command::new("bash")
+        .arg(scripts.join("setup.sh"))
+        .status()?;
+    ensure!(status.success(), "installing the peer servers failed");
+    let peers = target.join("peers").join("bench");
+    let guests = build_guests(&root, &target)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let runs = if quick { 1 } else { 3 };
+    let secs = Duration::from_secs(if quick { 1 } else { 3 });
+    let mut report = Report::new(runs);
+    let started = Instant::now();
+
+    let work = tempfile::tempdir()?;
+    let routes = work.path().join("routes.toml");
+    std::fs::write(
+        &routes,
+        format!(
+            "# Streaming 1 MiB messages with 4 in flight needs more than the default 4 MiB\n# outbound queue per connection.\n[limits]\noutbound-queue-bytes = 16777216\n\n[[route]]\nmatch = \"/echo/*\"\ncontroller = {:?}\n\n[[route]]\nmatch = \"/chat/*\"\nprotocols = [\"chat\"]\ncontroller = {:?}\n",
+            guests.echo, guests.chat
+        ),
+    )?;
+
+    let servers: Vec<Box<dyn Fn() -> Result<Running>>> = vec![
+        Box::new(|| servers::wshost(&routes, None)),
+        Box::new(servers::native),
+        Box::new(|| servers::node(&peers, &scripts)),
+        Box::new(|| servers::python(&peers, &scripts)),
+    ];
+    for start in &servers {
+        let server = start()?;
+        eprintln!("== {}", server.name);
+        let (addr, path) = (server.addr, server.echo_path);
+        for _ in 0..runs {
+            let a = runtime.block_on(load::ping_pong(addr, path, 1, 32, secs))?;
+            report.add(Figure::PingPong1, server.name, "msgs/s", a.msgs_per_s);
+            report.add(Figure::PingPong1P50, server.name, "µs", a.p50_us);
+            report.add(Figure::PingPong1P99, server.name, "µs", a.p99_us);
+            let b = runtime.block_on(load::ping_pong(addr, path, 100, 32, secs))?;
+            report.add(Figure::PingPong100, server.name, "msgs/s", b.msgs_per_s);
+            report.add(Figure::PingPong100P99, server.name, "µs", b.p99_us);
+            let c = runtime.block_on(load::stream(addr, path, 1 << 20, 4, secs))?;
+            report.add(Figure::Stream, server.name, "MB/s", c);
+            let f = runtime.block_on(load::handshakes(addr, path, 16, secs))?;
+            report.add(Figure::Handshakes, server.name, "handshakes/s", f);
+        }
+        let n = if quick { 2_000 } else { 10_000 };
+        for _ in 0..runs {
+            let e = runtime.block_on(load::idle_memory(addr, path, n, || server.rss_kib()))?;
+            report.add(Figure::IdleMemory, server.name, "KiB/conn", e);
+        }
+    }
+
+    // (d) broadcast, wshost's chat controller only (the fan-out is the host's job).
+    {
+        let server = servers::wshost(&routes, None)?;
+        for _ in 0..runs {
+            let d = runtime.block_on(load::broadcast(server.addr, 1_000, 20, 10))?;
+            report.add(Figure::Broadcast, server.name, "deliveries/s", d);
+        }
+    }
+
+    // (g) hot reload and cold start.
+    for _ in 0..runs {
+        let ms = runtime.block_on(reload_latency(&guests))?;
+        report.add(Figure::Reload, "wshost (wasm echo)", "ms", ms);
+        let cache = tempfile::tempdir()?;
+        let cold = servers::wshost(&routes, Some(cache.path()))?.started_in;
+        let warm = servers::wshost(&routes, Some(cache.path()))?.started_in;
+        report.add(
+            Figure::ColdStart,
+            "wshost, no cache",
+            "ms",
+            cold.as_secs_f64() * 1e3,
+        );
+        report.add(
+            Figure::ColdStart,
+            "wshost, cached",
+            "ms",
+            warm.as_secs_f64() * 1e3,
+        );
+    }
+
+    let out = target.join("bench");
+    std::fs::create_dir_all(&out)?;
+    report.write(&out, started.elapsed())?;
+    eprintln!("{}", std::fs::read_to_string(out.join("results.md"))?);
+    Ok(())
+}
+
+/// The components the bench serves.
+struct Guests {
+    echo: PathBuf,
+    chat: PathBuf,
+    v1: PathBuf,
+    v2: PathBuf,
+}
+
+fn build_guests(root: &Path, target: &Path) -> Result<Guests> {
+    let dir = target.join("wasm32-wasip2").join("release");
+    let build = |args: &[&str]| -> Result<()> {
+        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["build", "--release", "--target", "wasm32-wasip2"])
+            .args(args)
+            .current_dir(root)
+            .status()?;
+        ensure!(status.success(), "building the guests failed");
+        Ok(())
+    };
+    build(&["-p", "echo", "-p", "chat"])?;
+    let variants = target.join("bench").join("variants");
+    std::fs::create_dir_all(&variants)?;
+    build(&["-p", "lifecycle"])?;
+    std::fs::copy(dir.join("lifecycle.wasm"), variants.join("v1.wasm"))?;
+    build(&["-p", "lifecycle", "--features", "v2"])?;
+    std::fs::copy(dir.join("lifecycle.wasm"), variants.join("v2.wasm"))?;
+    Ok(Guests {
+        echo: dir.join("echo.wasm"),
+        chat: dir.join("chat.wasm"),
+        v1: variants.join("v1.wasm"),
+        v2: variants.join("v2.wasm"),
+    })
+}
+
+/// Milliseconds from a new `.wasm` being renamed into place to the first reply from the
+/// new version, median of 5 swaps on a connection kept open throughout.
+async fn reload_latency(guests: &Guests) -> Result<f64> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let dir = tempfile::tempdir()?;
+    let live = dir.path().join("ctl.wasm");
+    std::fs::copy(&guests.v1, &live)?;
+    let routes = dir.path().join("routes.toml");
+    std::fs::write(&routes, "[[route]]\ncontroller = \"ctl.wasm\"\n")?;
+    let cache = dir.path().join("cache");
+    let server = servers::wshost(&routes, Some(&cache))?;
+    let mut ws = load::connect(server.addr, "/r", None).await?;
+    let mut samples = Vec::new();
+    for i in 0..5 {
+        let (file, prefix) = if i % 2 == 0 {
+            (&guests.v2, "v2:")
+        } else {
+            (&guests.v1, "v1:")
+        };
+        let staged = dir.path().join("staged.wasm");
+        std::fs::copy(file, &staged)?;
+        let written = Instant::now();
+        std::fs::rename(&staged, &live)?;
+        loop {
+            ws.send(Message::text("x")).await?;
+            let reply = loop {
+                match ws.next().await.context("connection ended")?? {
+                    Message::Text(t) => break t,
+                    _ => continue,
+                }
+            };
+            if reply.starts_with(prefix) {
+                break;
+            }
+            ensure!(
+                written.elapsed() < Duration::from_secs(10),
+                "the reload never showed"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        samples.push(written.elapsed().as_secs_f64() * 1e3);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[samples.len() / 2])
+}

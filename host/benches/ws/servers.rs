@@ -160,10 +160,10 @@ pub(crate) fn native_echo_main() -> Result<()> {
                 };
                 let (mut sink, mut stream) = ws.split();
                 while let Some(Ok(message)) = stream.next().await {
-                    if message.is_text() || message.is_binary() {
-                        if sink.send(message).await.is_err() {
-                            break;
-                        }
+                    if (message.is_text() || message.is_binary())
+                        && sink.send(message).await.is_err()
+                    {
+                        break;
                     }
                 }
             });

@@ -29,6 +29,31 @@ fn main() -> Result<()> {
     if args.iter().any(|a| a == "--native-echo") {
         return servers::native_echo_main();
     }
+    if let Some(i) = args.iter().position(|a| a == "--load") {
+        // `--load ADDR PATH CONNS SECS`: only figure (a)/(b) against a running server,
+        // for profiling it.
+        let arg = |k: usize| args.get(i + k).context("--load ADDR PATH CONNS SECS");
+        let (addr, path) = (arg(1)?.parse()?, arg(2)?.clone());
+        let (conns, secs) = (arg(3)?.parse()?, arg(4)?.parse()?);
+        let runtime = tokio::runtime::Runtime::new()?;
+        let result = runtime.block_on(load::ping_pong(
+            addr,
+            &path,
+            conns,
+            32,
+            Duration::from_secs(secs),
+        ))?;
+        println!("{result:?}");
+        return Ok(());
+    }
+    if let Some(i) = args.iter().position(|a| a == "--load-broadcast") {
+        // `--load-broadcast ADDR`: only figure (d) against a running server.
+        let addr = args.get(i + 1).context("--load-broadcast ADDR")?.parse()?;
+        let runtime = tokio::runtime::Runtime::new()?;
+        let rate = runtime.block_on(load::broadcast(addr, 1_000, 20, 30))?;
+        println!("{rate:.0} deliveries/s");
+        return Ok(());
+    }
     let quick = args.iter().any(|a| a == "--quick");
     // The client on core 1; servers are started on core 0.
     let pinned = Command::new("taskset")
@@ -92,10 +117,15 @@ fn main() -> Result<()> {
             let f = runtime.block_on(load::handshakes(addr, path, 16, secs))?;
             report.add(Figure::Handshakes, server.name, "handshakes/s", f);
         }
+        drop(server);
+        // A fresh process per run: freed memory stays with the allocator, so a second
+        // run on the same process would measure nothing.
         let n = if quick { 2_000 } else { 10_000 };
         for _ in 0..runs {
-            let e = runtime.block_on(load::idle_memory(addr, path, n, || server.rss_kib()))?;
-            report.add(Figure::IdleMemory, server.name, "KiB/conn", e);
+            let fresh = start()?;
+            let (addr, path) = (fresh.addr, fresh.echo_path);
+            let e = runtime.block_on(load::idle_memory(addr, path, n, || fresh.rss_kib()))?;
+            report.add(Figure::IdleMemory, fresh.name, "KiB/conn", e);
         }
     }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// A server process, killed when dropped.
 pub(crate) struct Running {
@@ -66,7 +67,7 @@ fn spawn(
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {name} ({})", program.display()))?;
     let stdout = child.stdout.take().expect("piped");
@@ -145,7 +146,7 @@ pub(crate) fn python(peers: &Path, scripts: &Path) -> Result<Running> {
 }
 
 /// `--native-echo`: a plain tokio-tungstenite echo server with the same crate versions
-/// and limits as wshost, no wasm. Prints `listening PORT`.
+/// and read buffer as wshost, no wasm, no limits. Prints `listening PORT`.
 pub(crate) fn native_echo_main() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
@@ -155,7 +156,11 @@ pub(crate) fn native_echo_main() -> Result<()> {
             let (tcp, _) = listener.accept().await?;
             let _ = tcp.set_nodelay(true);
             tokio::spawn(async move {
-                let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+                // The same read buffer as wshost (tungstenite's 128 KiB default is
+                // zeroed on every read and held by every connection).
+                let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+                let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await
+                else {
                     return;
                 };
                 let (mut sink, mut stream) = ws.split();

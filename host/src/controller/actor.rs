@@ -205,7 +205,8 @@ impl Actor {
                 let span = entry.span.clone();
                 let message = match message {
                     Message::Text(text) => WitMessage::Text(text.as_str().to_owned()),
-                    Message::Binary(data) => WitMessage::Binary(data.to_vec()),
+                    // No copy when the frame owns its buffer alone.
+                    Message::Binary(data) => WitMessage::Binary(Vec::from(data)),
                     _ => return,
                 };
                 // The guest has its own copy now; the budget is free again.

@@ -10,6 +10,7 @@
 mod auth;
 mod client;
 mod guests;
+mod hostile;
 mod http;
 mod peers;
 mod probe;

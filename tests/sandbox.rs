@@ -5,34 +5,13 @@
 use anyhow::{Context, Result};
 use tokio::time::Instant;
 
-use crate::harness::{Client, Route, Server, guests, routes_toml};
-
-/// A server with the hostile controller on `/hostile/*` (with route `limits`) and echo on
-/// `/echo/*`.
-async fn hostile_and_echo(limits: &str) -> Result<Server> {
-    Server::start(&routes_toml(&[
-        Route::to(&guests().hostile).at("/hostile/*").limits(limits),
-        Route::to(&guests().echo).at("/echo/*"),
-    ]))
-    .await
-}
-
-/// Connects to the hostile controller and reads its `open {id}` greeting.
-async fn open(server: &Server, path: &str) -> Result<(Client, u64)> {
-    let mut client = server.connect(path).await?;
-    let hello = client.recv_text().await?;
-    let id = hello
-        .strip_prefix("open ")
-        .with_context(|| format!("expected `open ID`, got {hello:?}"))?
-        .parse()?;
-    Ok((client, id))
-}
+use crate::harness::Server;
 
 #[tokio::test]
 async fn an_infinite_loop_is_cut_at_the_deadline_and_delays_no_one_else() -> Result<()> {
-    let server = hostile_and_echo("call-deadline-ms = 3000").await?;
-    let (mut spinner, _) = open(&server, "/hostile/a").await?;
-    let (mut neighbour, _) = open(&server, "/hostile/b").await?;
+    let server = Server::hostile_and_echo("call-deadline-ms = 3000").await?;
+    let (mut spinner, _) = server.open_hostile("/hostile/a").await?;
+    let (mut neighbour, _) = server.open_hostile("/hostile/b").await?;
     let mut echo = server.connect("/echo/x").await?;
 
     spinner.send_text("spin").await?;
@@ -67,9 +46,9 @@ async fn an_infinite_loop_is_cut_at_the_deadline_and_delays_no_one_else() -> Res
 
 #[tokio::test]
 async fn a_memory_bomb_hits_the_cap_and_only_its_connection_closes() -> Result<()> {
-    let server = hostile_and_echo("memory-bytes = 33554432").await?;
-    let (mut bomber, _) = open(&server, "/hostile/a").await?;
-    let (mut modest, _) = open(&server, "/hostile/b").await?;
+    let server = Server::hostile_and_echo("memory-bytes = 33554432").await?;
+    let (mut bomber, _) = server.open_hostile("/hostile/a").await?;
+    let (mut modest, _) = server.open_hostile("/hostile/b").await?;
     // Below the cap, memory grows normally.
     assert_eq!(modest.request("grow 4").await?, "grew 4");
 
@@ -90,9 +69,9 @@ async fn a_memory_bomb_hits_the_cap_and_only_its_connection_closes() -> Result<(
 
 #[tokio::test]
 async fn a_controller_that_keeps_panicking_is_restarted_with_backoff() -> Result<()> {
-    let server = hostile_and_echo("").await?;
+    let server = Server::hostile_and_echo("").await?;
     for _ in 0..6 {
-        let (mut client, _) = open(&server, "/hostile/p").await?;
+        let (mut client, _) = server.open_hostile("/hostile/p").await?;
         client.send_text("panic").await?;
         assert_eq!(
             client.recv_close().await?,
@@ -110,15 +89,15 @@ async fn a_controller_that_keeps_panicking_is_restarted_with_backoff() -> Result
             .await?;
     }
     // After the backoff, the controller serves again.
-    let (mut client, _) = open(&server, "/hostile/p").await?;
+    let (mut client, _) = server.open_hostile("/hostile/p").await?;
     assert_eq!(client.request("recovered").await?, "recovered");
     Ok(())
 }
 
 #[tokio::test]
 async fn a_controller_has_no_files_environment_or_network() -> Result<()> {
-    let server = hostile_and_echo("").await?;
-    let (mut client, _) = open(&server, "/hostile/x").await?;
+    let server = Server::hostile_and_echo("").await?;
+    let (mut client, _) = server.open_hostile("/hostile/x").await?;
     let report = client.request("ambient").await?;
     let value = |key: &str| {
         report

@@ -2,12 +2,12 @@
 //! byte by byte, for what a well-behaved client library will not do (invalid UTF-8,
 //! never reading, never answering pings).
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use super::{HANG_GUARD, HttpRequest, HttpResponse, Server};
+use super::{HANG_GUARD, HttpRequest, Server};
 
 /// Frame opcodes (RFC 6455 §5.2).
 pub(crate) mod opcode {
@@ -48,21 +48,7 @@ impl Server {
     /// Upgrades a fresh TCP connection on `path` and returns it without any WebSocket
     /// machinery on top: nothing is read or answered unless the test does it.
     pub(crate) async fn raw_peer(&self, path: &str) -> Result<RawPeer> {
-        let request = HttpRequest::upgrade(path);
-        let handshake = async {
-            let mut tcp = TcpStream::connect(self.addr()).await?;
-            tcp.write_all(request.to_string().as_bytes()).await?;
-            let mut head = Vec::new();
-            while !head.ends_with(b"\r\n\r\n") {
-                head.push(tcp.read_u8().await?);
-            }
-            anyhow::Ok((tcp, head))
-        };
-        let (tcp, head) = timeout(HANG_GUARD, handshake)
-            .await
-            .context("handshake (hang guard)")??;
-        let (response, _) = HttpResponse::parse_head(&head)?;
-        ensure!(response.status == 101, "expected 101, got {response:?}");
+        let (tcp, _) = self.upgrade_raw(&HttpRequest::upgrade(path)).await?;
         Ok(RawPeer { tcp })
     }
 }

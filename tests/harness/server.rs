@@ -310,6 +310,31 @@ impl Server {
         Ok(response)
     }
 
+    /// Sends `request` on a fresh connection and reads the response head byte by byte,
+    /// so that nothing after it is consumed.
+    async fn send_head(&self, request: &HttpRequest) -> Result<(TcpStream, Vec<u8>)> {
+        let mut tcp = TcpStream::connect(self.addr).await?;
+        tcp.write_all(request.to_string().as_bytes()).await?;
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(tcp.read_u8().await?);
+        }
+        Ok((tcp, head))
+    }
+
+    /// Sends `request`, expects `101`, and returns the bare upgraded socket.
+    pub(crate) async fn upgrade_raw(
+        &self,
+        request: &HttpRequest,
+    ) -> Result<(TcpStream, HttpResponse)> {
+        let (tcp, head) = timeout(HANG_GUARD, self.send_head(request))
+            .await
+            .context("handshake (hang guard)")??;
+        let (response, _) = HttpResponse::parse_head(&head)?;
+        ensure!(response.status == 101, "expected 101, got {response:?}");
+        Ok((tcp, response))
+    }
+
     /// Sends `request`; returns the 101 and the client if the server upgraded, or the
     /// complete refusal (read until the server closes) if it did not.
     pub(crate) async fn attempt(
@@ -317,12 +342,7 @@ impl Server {
         request: &HttpRequest,
     ) -> Result<Result<(HttpResponse, Client), HttpResponse>> {
         let exchange = async {
-            let mut tcp = TcpStream::connect(self.addr).await?;
-            tcp.write_all(request.to_string().as_bytes()).await?;
-            let mut head = Vec::new();
-            while !head.ends_with(b"\r\n\r\n") {
-                head.push(tcp.read_u8().await?);
-            }
+            let (mut tcp, head) = self.send_head(request).await?;
             let (mut response, _) = HttpResponse::parse_head(&head)?;
             if response.status == 101 {
                 let ws = WebSocketStream::from_raw_socket(tcp, Role::Client, None).await;
@@ -344,22 +364,7 @@ impl Server {
             .get("sec-websocket-key")
             .context("the request has no key")?;
         let accept = derive_accept_key(key.as_bytes());
-        let handshake = async {
-            let mut tcp = TcpStream::connect(self.addr).await?;
-            tcp.write_all(request.to_string().as_bytes()).await?;
-            // Read byte by byte so that nothing after the head is consumed.
-            let mut head = Vec::new();
-            while !head.ends_with(b"\r\n\r\n") {
-                let byte = tcp.read_u8().await?;
-                head.push(byte);
-            }
-            anyhow::Ok((tcp, head))
-        };
-        let (tcp, head) = timeout(HANG_GUARD, handshake)
-            .await
-            .context("handshake (hang guard)")??;
-        let (response, _) = HttpResponse::parse_head(&head)?;
-        ensure!(response.status == 101, "expected 101, got {response:?}");
+        let (tcp, response) = self.upgrade_raw(request).await?;
         ensure!(
             response.header("sec-websocket-accept") == Some(accept.as_str()),
             "bad Sec-WebSocket-Accept in {response:?}"

@@ -42,7 +42,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 
 use crate::controller::{
-    ConnectionInfo, ControllerHandle, Event, Next, Outbound, OutboundHandle, OutboundQueue,
+    ConnectionInfo, ControllerHandle, Event, Outbound, OutboundHandle, OutboundQueue,
 };
 use crate::limits::Limits;
 
@@ -333,14 +333,13 @@ impl Writer {
             }
             if !self.closing {
                 match queue.poll_next(cx) {
-                    Poll::Ready(Next::Item(Outbound::Message(message))) => {
+                    Poll::Ready(Outbound::Message(message)) => {
                         self.pending = Some(message);
                         continue;
                     }
-                    Poll::Ready(Next::Item(Outbound::Close(code, reason))) => {
+                    Poll::Ready(Outbound::Close(code, reason)) => {
                         return Poll::Ready(Wrote::Close(code, reason));
                     }
-                    Poll::Ready(Next::Overflow) => return Poll::Ready(Wrote::Overflow),
                     Poll::Pending => {}
                 }
             }

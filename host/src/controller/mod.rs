@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 pub use build_step::BuildError;
 pub use engine::{LoadError, Runtime};
-pub use outbound::{Next, Outbound, OutboundHandle, OutboundQueue, QueueError, outbound_queue};
+pub use outbound::{Outbound, OutboundHandle, OutboundQueue, QueueError, outbound_queue};
 pub use reload::{ReloadWatcher, SourceWatcher, reload_in_place, watch, watch_sources};
 
 use crate::config::ControllerSpec;

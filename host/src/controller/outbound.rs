@@ -34,15 +34,6 @@ pub enum QueueError {
     Full,
 }
 
-/// What the connection task takes from its queue next.
-#[derive(Debug)]
-pub enum Next {
-    /// An item, in the order it was pushed.
-    Item(Outbound),
-    /// The queue overflowed under the `close` policy: close the slow client.
-    Overflow,
-}
-
 /// The bounds and policy of one queue.
 #[derive(Debug, Clone, Copy)]
 struct Bounds {
@@ -58,7 +49,7 @@ struct State {
     bytes: usize,
     /// Set by a push that did not fit under the `close` policy.
     overflowed: bool,
-    /// Set once [`Next::Overflow`] was handed out.
+    /// Set once [`OutboundQueue::poll_overflow`] reported the overflow.
     overflow_taken: bool,
     /// The connection task dropped its end.
     gone: bool,
@@ -193,20 +184,16 @@ fn wake(state: &mut State) {
 }
 
 impl OutboundQueue {
-    /// The next item, or `Pending` (with the task's waker kept) while there is none. An
-    /// overflow is reported before any further item, once.
-    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
+    /// The next item, in push order, or `Pending` (with the task's waker kept) while
+    /// there is none. Overflows are reported by [`OutboundQueue::poll_overflow`].
+    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Outbound> {
         let mut state = self.shared.lock();
-        if state.overflowed && !state.overflow_taken {
-            state.overflow_taken = true;
-            return Poll::Ready(Next::Overflow);
-        }
         match state.items.pop_front() {
             Some(item) => {
                 if let Outbound::Message(message) = &item {
                     state.bytes -= payload_len(message);
                 }
-                Poll::Ready(Next::Item(item))
+                Poll::Ready(item)
             }
             None => {
                 register(&mut state, cx);
@@ -215,9 +202,10 @@ impl OutboundQueue {
         }
     }
 
-    /// Whether the queue overflowed (reported once, like [`Next::Overflow`]). Registers
-    /// the task's waker either way, so that an overflow wakes a connection that is
-    /// waiting on its socket rather than on the queue.
+    /// Whether the queue overflowed under the `close` policy (reported once): the
+    /// connection must close the slow client. Registers the task's waker either way, so
+    /// that an overflow wakes a connection that is waiting on its socket rather than on
+    /// the queue.
     pub fn poll_overflow(&self, cx: &mut Context<'_>) -> bool {
         let mut state = self.shared.lock();
         if state.overflowed && !state.overflow_taken {
@@ -265,11 +253,13 @@ mod tests {
     fn drain(queue: &OutboundQueue) -> Vec<String> {
         let mut cx = Context::from_waker(Waker::noop());
         let mut out = Vec::new();
+        if queue.poll_overflow(&mut cx) {
+            out.push("overflow".to_owned());
+        }
         while let Poll::Ready(next) = queue.poll_next(&mut cx) {
             out.push(match next {
-                Next::Item(Outbound::Message(m)) => m.into_text().unwrap().to_string(),
-                Next::Item(Outbound::Close(code, _)) => format!("close {code}"),
-                Next::Overflow => "overflow".to_owned(),
+                Outbound::Message(m) => m.into_text().unwrap().to_string(),
+                Outbound::Close(code, _) => format!("close {code}"),
             });
         }
         out

@@ -270,8 +270,11 @@ async fn a_stalled_controller_stops_reading_its_clients() -> Result<()> {
         }
         anyhow::Ok(sender)
     });
-    assert_eq!(spinner.recv_close().await?.0, 1011);
+    // Counted well inside the 3 s stall: once the deadline cuts the spin, the queue
+    // drains and the rest flows at once, so a count taken after the trap would race it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let while_stalled = sent.load(Ordering::Relaxed);
+    assert_eq!(spinner.recv_close().await?.0, 1011);
     // The queue's 4 messages plus socket buffers, not all 200.
     assert!(
         while_stalled < 100,

@@ -27,10 +27,10 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use futures_util::stream::SplitSink;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc::OwnedPermit;
@@ -45,6 +45,7 @@ use crate::controller::{
     ConnectionInfo, ControllerHandle, Event, Outbound, OutboundHandle, OutboundQueue,
 };
 use crate::limits::Limits;
+use crate::socket::{ReadGate, Socket};
 
 /// How long to wait for the peer's answer after sending a close frame.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,16 +65,14 @@ const IDLE_CLOSE: (u16, &str) = (1001, "idle timeout");
 
 /// Serves one upgraded connection until it is closed, then reports `Closed`. The
 /// outbound queue is made by the caller, which keeps a handle to close the connection.
-pub async fn run<S>(
-    ws: WebSocketStream<S>,
+pub async fn run(
+    (ws, gate): (WebSocketStream<Socket>, ReadGate),
     info: Arc<ConnectionInfo>,
     controller: ControllerHandle,
     (handle, queue): (OutboundHandle, OutboundQueue),
     limits: Arc<Limits>,
     mut shutdown: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) {
     let id = info.id;
     let events = controller.events().clone();
     let open = Event::Open {
@@ -113,7 +112,7 @@ pub async fn run<S>(
                     None => break, // the controller is gone
                 }
             }
-            incoming = stream.next(), if admission.is_none() && !failing => {
+            incoming = next_message(&gate, &mut stream), if admission.is_none() && !failing => {
                 keepalive.heard();
                 match incoming {
                     None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => break,
@@ -218,6 +217,20 @@ pub async fn run<S>(
     let (code, reason) = closed_with.unwrap_or((1006, String::new()));
     tracing::info!(code, reason, "closed");
     let _ = events.send(Event::Closed { id, code, reason }).await;
+}
+
+/// The stream's next item, read only once the gate says reading can make progress (the
+/// task is woken for many other reasons, and an empty read is not free: see
+/// [`crate::socket`]).
+async fn next_message(
+    gate: &ReadGate,
+    stream: &mut SplitStream<WebSocketStream<Socket>>,
+) -> Option<Result<Message, WsError>> {
+    std::future::poll_fn(|cx| {
+        ready!(gate.poll_ready(cx));
+        stream.poll_next_unpin(cx)
+    })
+    .await
 }
 
 /// A message waiting for its slot and budget; resolves to the function that queues it,

@@ -20,6 +20,7 @@ pub mod pattern;
 pub mod reconfigure;
 pub mod routing;
 pub mod server;
+pub mod socket;
 pub mod watch;
 
 pub use config::Config;

@@ -123,10 +123,29 @@ async fn run(routes: PathBuf, listen: Option<SocketAddr>, watch: bool) -> anyhow
 async fn check(routes: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&routes)?;
     let runtime = Runtime::new(config.listen.to_string())?;
+    let mut costs = Vec::new();
     for spec in &config.controllers {
-        runtime.check(spec).await?;
+        costs.push((spec, runtime.check(spec).await?));
     }
     println!("{} is valid; listen = {}", routes.display(), config.listen);
+    println!(
+        "{:<16} {:>12} {:>12} {:>14} wasm",
+        "controller", "bytes", "compile ms", "instantiate ms"
+    );
+    for (spec, cost) in costs {
+        println!(
+            "{:<16} {:>12} {:>12} {:>14.3} {}",
+            spec.name,
+            cost.wasm_bytes,
+            format!(
+                "{:.1}{}",
+                cost.compile.as_secs_f64() * 1e3,
+                if cost.from_cache { " (cached)" } else { "" }
+            ),
+            cost.instantiate.as_secs_f64() * 1e3,
+            spec.wasm.display()
+        );
+    }
     println!(
         "{:<24} {:<16} {:<20} controller",
         "route", "match", "protocols"

@@ -37,6 +37,7 @@ use crate::controller::{
 };
 use crate::filter::{Check, proxy};
 use crate::handshake::{Accepted, Rejection, Request};
+use crate::socket::Socket;
 use crate::{connection, handshake};
 
 /// A configured server with its controllers running.
@@ -264,11 +265,13 @@ impl Server {
     async fn handle_client(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr, id: u64) {
         let _ = stream.set_nodelay(true);
         let sockets = self.sockets.fetch_add(1, Ordering::AcqRel) + 1;
-        let _socket = SocketSlot(&self);
+        let socket_slot = SocketSlot(&self);
         let limits = &self.table().config;
+        // Boxed: the request reader holds a read buffer, and as an inline part of this
+        // task it would stay allocated (part of the task's size) for the connection's life.
         let head = tokio::time::timeout(
             limits.handshake_timeout,
-            handshake::read_request(&mut stream, limits.max_header_bytes),
+            Box::pin(handshake::read_request(&mut stream, limits.max_header_bytes)),
         )
         .await;
         let (request, rest) = match head {
@@ -279,6 +282,7 @@ impl Server {
             Ok(Ok(None)) => return,
             Ok(Err(rejection)) => {
                 tracing::info!(status = rejection.status, reason = %rejection.body, "rejected");
+                drop(socket_slot); // as below
                 handshake::reject(&mut stream, &rejection).await;
                 return;
             }
@@ -295,6 +299,9 @@ impl Server {
             Ok(admitted) => admitted,
             Err(rejection) => {
                 tracing::info!(status = rejection.status, reason = %rejection.body, "rejected");
+                // The place is free before the answer goes out: a client that was
+                // told 503 may retry at once and must not find it still taken.
+                drop(socket_slot);
                 handshake::reject(&mut stream, &rejection).await;
                 return;
             }
@@ -316,10 +323,11 @@ impl Server {
             .read_buffer_size(READ_BUFFER_BYTES)
             .max_message_size(Some(limits.max_message_bytes))
             .max_frame_size(Some(limits.max_frame_bytes));
+        let (socket, gate) = Socket::new(stream);
         let ws =
-            WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config)).await;
+            WebSocketStream::from_partially_read(socket, rest, Role::Server, Some(ws_config)).await;
         connection::run(
-            ws,
+            (ws, gate),
             Arc::new(info),
             controller,
             (outbound, queue),

@@ -12,12 +12,29 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::{WebSocketStream, client_async};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 type Ws = WebSocketStream<TcpStream>;
 
-/// Opens a WebSocket connection, offering `protocol` if given.
+/// The client's read buffer for small messages. tungstenite zeroes its whole read
+/// buffer before every `read`, so with the default (128 KiB) each small message costs
+/// the client a 128 KiB memset: the client, not the server, would set the pace.
+const SMALL_READ_BUFFER: usize = 8 * 1024;
+
+/// Opens a WebSocket connection for small messages, offering `protocol` if given.
 pub(crate) async fn connect(addr: SocketAddr, path: &str, protocol: Option<&str>) -> Result<Ws> {
+    let config = WebSocketConfig::default().read_buffer_size(SMALL_READ_BUFFER);
+    connect_with(addr, path, protocol, config).await
+}
+
+/// Opens a WebSocket connection with `config`, offering `protocol` if given.
+async fn connect_with(
+    addr: SocketAddr,
+    path: &str,
+    protocol: Option<&str>,
+    config: WebSocketConfig,
+) -> Result<Ws> {
     let mut request = format!("ws://{addr}{path}").into_client_request()?;
     if let Some(p) = protocol {
         request
@@ -26,7 +43,7 @@ pub(crate) async fn connect(addr: SocketAddr, path: &str, protocol: Option<&str>
     }
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
-    let (ws, _) = client_async(request, tcp).await?;
+    let (ws, _) = client_async_with_config(request, tcp, Some(config)).await?;
     Ok(ws)
 }
 
@@ -111,7 +128,8 @@ pub(crate) async fn stream(
     window: usize,
     duration: Duration,
 ) -> Result<f64> {
-    let ws = connect(addr, path, None).await?;
+    // Large messages: tungstenite's default read buffer (128 KiB per read).
+    let ws = connect_with(addr, path, None, WebSocketConfig::default()).await?;
     let (mut sink, mut stream) = ws.split();
     let credit = Arc::new(Semaphore::new(window));
     let payload = tokio_tungstenite::tungstenite::Bytes::from(vec![0x5a; size]);

@@ -112,6 +112,19 @@ fn cache_config() -> Option<CacheConfig> {
     Some(cache_config)
 }
 
+/// What loading one controller cost, as `wshost check` reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadCost {
+    /// Size of the `.wasm` file.
+    pub wasm_bytes: u64,
+    /// Compiling (or fetching from the compiled-code cache) and linking.
+    pub compile: std::time::Duration,
+    /// Whether the compiled code came from the cache.
+    pub from_cache: bool,
+    /// Making one instance (what a trap or a reload costs again), `init` included.
+    pub instantiate: std::time::Duration,
+}
+
 impl Runtime {
     /// Configures the engine (epoch interruption, compilation cache) and the linker
     /// (sandboxed WASI p2 + the `host` interface), and starts the epoch ticker thread.
@@ -167,6 +180,11 @@ impl Runtime {
     /// Builds (if the spec has a build command), compiles and links one controller, and
     /// instantiates it once to prove it starts.
     pub(crate) async fn load(&self, spec: &ControllerSpec) -> Result<Loaded, LoadError> {
+        self.load_measured(spec).await.map(|(loaded, _)| loaded)
+    }
+
+    /// [`Runtime::load`], also saying what the load cost.
+    async fn load_measured(&self, spec: &ControllerSpec) -> Result<(Loaded, LoadCost), LoadError> {
         let name: Arc<str> = spec.name.as_str().into();
         if let Some(build) = &spec.build {
             build_step::run(&spec.name, build).await?;
@@ -183,14 +201,17 @@ impl Runtime {
         let controller = spec.name.clone();
         // Compilation is CPU-bound (seconds for large guests): keep it off the runtime.
         let hits = self.cache.as_ref().map_or(0, Cache::cache_hits);
+        let wasm_bytes = bytes.len() as u64;
         let started = std::time::Instant::now();
         let pre = tokio::task::spawn_blocking(move || this.compile(&controller, &path, &bytes))
             .await
             .map_err(|e| LoadError::Engine(format!("compile task failed: {e}")))??;
+        let compile = started.elapsed();
+        let from_cache = self.cache.as_ref().is_some_and(|c| c.cache_hits() > hits);
         tracing::info!(
             controller = %spec.name,
-            compile_ms = started.elapsed().as_millis() as u64,
-            from_cache = self.cache.as_ref().is_some_and(|c| c.cache_hits() > hits),
+            compile_ms = compile.as_millis() as u64,
+            from_cache,
             "compiled"
         );
         let init = InitArgs {
@@ -208,14 +229,21 @@ impl Runtime {
                 path: spec.wasm.clone(),
                 detail: format!("{e:#}"),
             })?;
+        let started = std::time::Instant::now();
         self.trial_instantiate(&loaded).await?;
-        Ok(loaded)
+        let cost = LoadCost {
+            wasm_bytes,
+            compile,
+            from_cache,
+            instantiate: started.elapsed(),
+        };
+        Ok((loaded, cost))
     }
 
     /// Everything [`Runtime::load`] does, for `wshost check`: build, compile, link,
-    /// check the world, instantiate once.
-    pub async fn check(&self, spec: &ControllerSpec) -> Result<(), LoadError> {
-        self.load(spec).await.map(drop)
+    /// check the world, instantiate once; says what each step cost.
+    pub async fn check(&self, spec: &ControllerSpec) -> Result<LoadCost, LoadError> {
+        self.load_measured(spec).await.map(|(_, cost)| cost)
     }
 
     fn compile(

@@ -25,7 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
 pub use build_step::BuildError;
-pub use engine::{LoadError, Runtime};
+pub use engine::{LoadCost, LoadError, Runtime};
 pub use outbound::{Outbound, OutboundHandle, OutboundQueue, QueueError, outbound_queue};
 pub use reload::{ReloadWatcher, SourceWatcher, reload_in_place, watch, watch_sources};
 

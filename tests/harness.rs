@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub(crate) use auth::{SECRET, claims, fixture, hs256_with, jwt, now, unsigned};
 pub(crate) use client::Client;
-pub(crate) use guests::guests;
+pub(crate) use guests::{Lang, chat, guests};
 pub(crate) use http::{HttpRequest, HttpResponse};
 pub(crate) use peers::kosoku;
 pub(crate) use probe::{Closed, info_value, parse_closed, parse_info};

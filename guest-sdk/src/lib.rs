@@ -262,6 +262,12 @@ impl Connection {
     pub fn info(self) -> Option<ConnectionInfo> {
         host::info(self.0)
     }
+
+    /// One attribute of the connection (e.g. `user`), without copying the rest of
+    /// [`Connection::info`]; `None` once it is closed or if it has no such attribute.
+    pub fn attribute(self, name: &str) -> Option<String> {
+        host::attribute(self.0, name)
+    }
 }
 
 impl ConnectionInfo {
@@ -289,15 +295,21 @@ pub fn connections() -> Vec<Connection> {
     host::connections().into_iter().map(Connection).collect()
 }
 
-/// Queues `msg` for every open connection except `except`, copying it out of the guest
+/// How many connections are open on this controller (`connections().len()` without
+/// the list).
+pub fn connection_count() -> u32 {
+    host::connection_count()
+}
+
+/// Queues `msg` for every open connection except `exclude`, copying it out of the guest
 /// once. Returns how many connections it was queued for.
-pub fn broadcast(msg: &Message, except: Option<Connection>) -> u32 {
-    host::broadcast(msg, except.map(Connection::id))
+pub fn broadcast(msg: &Message, exclude: Option<Connection>) -> u32 {
+    host::broadcast(msg, exclude.map(Connection::id))
 }
 
 /// [`broadcast`] of a text message.
-pub fn broadcast_text(text: &str, except: Option<Connection>) -> u32 {
-    broadcast(&Message::Text(text.to_owned()), except)
+pub fn broadcast_text(text: &str, exclude: Option<Connection>) -> u32 {
+    broadcast(&Message::Text(text.to_owned()), exclude)
 }
 
 /// Writes `msg` to the host's log at `level`, tagged with this controller.

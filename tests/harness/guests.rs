@@ -133,3 +133,78 @@ fn build_guests() -> Result<Guests> {
     }
     Ok(guests)
 }
+
+/// A language the chat example is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lang {
+    /// examples/chat, through the guest SDK.
+    Rust,
+    /// examples/chat-js, componentize-js.
+    JavaScript,
+    /// examples/chat-py, componentize-py.
+    Python,
+}
+
+/// The chat controller written in `lang`, built once per test process.
+///
+/// JavaScript and Python are built by their `build.sh`, which installs the pinned
+/// toolchain from npm / PyPI if it is missing: no toolchain, no test (it fails, it is
+/// never skipped). Those components take seconds to compile, so a `wshost check` of
+/// each compiles it once into wasmtime's cache, which every test server then shares.
+pub(crate) fn chat(lang: Lang) -> &'static Path {
+    static BUILT: [OnceLock<Result<PathBuf, String>>; 2] = [OnceLock::new(), OnceLock::new()];
+    let (slot, example, file) = match lang {
+        Lang::Rust => return &guests().chat,
+        Lang::JavaScript => (&BUILT[0], "chat-js", "chat-js.wasm"),
+        Lang::Python => (&BUILT[1], "chat-py", "chat-py.wasm"),
+    };
+    let built = slot.get_or_init(|| build_chat(example, file).map_err(|e| format!("{e:#}")));
+    match built {
+        Ok(path) => path,
+        Err(e) => panic!("building the {lang:?} chat controller failed: {e}"),
+    }
+}
+
+fn build_chat(example: &str, file: &str) -> Result<PathBuf> {
+    let root = workspace_root();
+    let script = root.join("examples").join(example).join("build.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .current_dir(&root)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    ensure!(
+        output.status.success(),
+        "{} failed ({}):\n{}",
+        script.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let wasm = target_dir.join("wasm32-wasip2").join("release").join(file);
+    ensure!(wasm.is_file(), "{} did not produce {}", script.display(), wasm.display());
+
+    // Compile it into the shared cache now, once, rather than in every test's server.
+    let dir = tempfile::tempdir()?;
+    let routes = dir.path().join("routes.toml");
+    std::fs::write(
+        &routes,
+        format!("[[route]]\ncontroller = {:?}\n", wasm.display().to_string()),
+    )?;
+    let output = Command::new(env!("CARGO_BIN_EXE_wshost"))
+        .arg("check")
+        .arg(&routes)
+        .stdin(Stdio::null())
+        .output()
+        .context("running wshost check")?;
+    ensure!(
+        output.status.success(),
+        "wshost check of {} failed:\n{}",
+        wasm.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(wasm)
+}

@@ -48,7 +48,12 @@ impl Server {
     /// Upgrades a fresh TCP connection on `path` and returns it without any WebSocket
     /// machinery on top: nothing is read or answered unless the test does it.
     pub(crate) async fn raw_peer(&self, path: &str) -> Result<RawPeer> {
-        let (tcp, _) = self.upgrade_raw(&HttpRequest::upgrade(path)).await?;
+        self.raw_peer_for(&HttpRequest::upgrade(path)).await
+    }
+
+    /// A raw peer upgraded by `request` (e.g. one offering a sub-protocol).
+    pub(crate) async fn raw_peer_for(&self, request: &HttpRequest) -> Result<RawPeer> {
+        let (tcp, _) = self.upgrade_raw(request).await?;
         Ok(RawPeer { tcp })
     }
 }

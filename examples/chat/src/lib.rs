@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use wshost_guest::{Connection, Controller, Message, broadcast, broadcast_text, connections};
+use wshost_guest::{Connection, Controller, Message, broadcast, broadcast_text, connection_count};
 
 struct Chat;
 
@@ -23,7 +23,7 @@ thread_local! {
 fn name(conn: Connection) -> String {
     NAMES
         .with_borrow(|names| names.get(&conn).cloned())
-        .or_else(|| conn.info()?.attribute("user").map(str::to_owned))
+        .or_else(|| conn.attribute("user"))
         .unwrap_or_else(|| format!("anon-{}", conn.id()))
 }
 
@@ -31,7 +31,7 @@ impl Controller for Chat {
     fn on_open(conn: Connection) {
         let name = name(conn);
         NAMES.with_borrow_mut(|names| names.insert(conn, name.clone()));
-        let online = connections().len();
+        let online = connection_count();
         let _ = conn.send_text(&format!("welcome {name}; {online} online"));
         broadcast_text(&format!("{name} joined"), Some(conn));
     }

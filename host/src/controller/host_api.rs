@@ -53,12 +53,12 @@ impl Host for HostState {
         let _ = entry.outbound.push(Outbound::Close(code, reason));
     }
 
-    fn broadcast(&mut self, msg: WitMessage, except: Option<ConnectionId>) -> u32 {
+    fn broadcast(&mut self, msg: WitMessage, exclude: Option<ConnectionId>) -> u32 {
         // One copy out of guest memory; each queue gets a reference-counted clone.
         let message = to_ws(msg);
         let mut queued = 0;
         for (id, entry) in &self.conns {
-            if Some(*id) == except || entry.closing {
+            if Some(*id) == exclude || entry.closing {
                 continue;
             }
             if entry
@@ -78,6 +78,19 @@ impl Host for HostState {
             .filter(|(_, e)| !e.closing)
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    fn connection_count(&mut self) -> u32 {
+        let open = self.conns.values().filter(|e| !e.closing).count();
+        u32::try_from(open).unwrap_or(u32::MAX)
+    }
+
+    fn attribute(&mut self, conn: ConnectionId, name: String) -> Option<String> {
+        let info = &self.conns.get(&conn)?.info;
+        info.attributes
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.clone())
     }
 
     fn info(&mut self, conn: ConnectionId) -> Option<WitConnectionInfo> {

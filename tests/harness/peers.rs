@@ -23,6 +23,7 @@ fn install() -> Result<PathBuf> {
     let root = workspace_root();
     let output = Command::new("bash")
         .arg(root.join(".ci").join("peers"))
+        .arg("kosoku") // the chat tests build (and install) the controller toolchains
         .current_dir(root)
         .stdin(Stdio::null())
         .output()

@@ -170,7 +170,7 @@ fn build_chat(example: &str, file: &str) -> Result<PathBuf> {
     let script = root.join("examples").join(example).join("build.sh");
     let output = Command::new("bash")
         .arg(&script)
-        .current_dir(&root)
+        .current_dir(root)
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("running {}", script.display()))?;

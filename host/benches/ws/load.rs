@@ -273,3 +273,31 @@ pub(crate) async fn handshakes(
     }
     Ok(done.load(Ordering::Relaxed) as f64 / duration.as_secs_f64())
 }
+
+/// Relayed chat lines: one member sends a text message and waits until another member
+/// receives its relay (`{name}: text`), one at a time, for `duration`. Returns
+/// (relays per second, p50 latency in µs).
+pub(crate) async fn relay(addr: SocketAddr, duration: Duration) -> Result<(f64, f64)> {
+    let mut sender = connect(addr, "/chat/bench", Some("chat")).await?;
+    next_data(&mut sender).await?; // welcome
+    let mut receiver = connect(addr, "/chat/bench", Some("chat")).await?;
+    next_data(&mut receiver).await?; // welcome
+    next_data(&mut sender).await?; // `... joined`
+    let payload = "x".repeat(32);
+    let mut latencies = Vec::new();
+    let end = Instant::now() + duration;
+    while Instant::now() < end {
+        let sent = Instant::now();
+        sender.send(Message::text(payload.as_str())).await?;
+        match next_data(&mut receiver).await? {
+            Message::Text(text) if text.ends_with(payload.as_str()) => {}
+            other => bail!("unexpected relay {other:?}"),
+        }
+        latencies.push(sent.elapsed().as_nanos() as u64);
+    }
+    let _ = sender.close(None).await;
+    let _ = receiver.close(None).await;
+    latencies.sort_unstable();
+    let p50 = latencies[latencies.len() / 2] as f64 / 1000.0;
+    Ok((latencies.len() as f64 / duration.as_secs_f64(), p50))
+}

@@ -9,7 +9,9 @@
 //! (c) 1 MiB binary messages streamed through 1 connection, (d) broadcast by the chat
 //! controller to 1,000 connections, (e) memory per idle connection (10,000 open),
 //! (f) opening + closing handshakes per second, (g) hot-reload latency and cold start
-//! with and without the compiled-code cache.
+//! with and without the compiled-code cache, (h) the chat controller in Rust, JavaScript
+//! and Python: size, compile and instantiate time, start with and without the cache,
+//! and the latency and server CPU of a relayed chat line.
 
 mod load;
 mod report;
@@ -159,6 +161,44 @@ fn main() -> Result<()> {
         );
     }
 
+    // (h) the chat controller in each language: size, compile and instantiate, start
+    // with and without the cache (the (g) target for Python/JS), cost of a relayed line.
+    for (lang, wasm) in build_chats(&root, &target)? {
+        let dir = tempfile::tempdir()?;
+        let routes = dir.path().join("routes.toml");
+        std::fs::write(
+            &routes,
+            format!(
+                "[[route]]\nmatch = \"/chat/*\"\nprotocols = [\"chat\"]\ncontroller = {:?}\n",
+                wasm.display().to_string()
+            ),
+        )?;
+        let size = std::fs::metadata(&wasm)?.len() as f64;
+        report.add(Figure::LangSize, lang, "KiB", size / 1024.0);
+        for _ in 0..runs {
+            let cache = tempfile::tempdir()?;
+            let cold = servers::check(&routes, cache.path())?;
+            let warm = servers::check(&routes, cache.path())?;
+            let no_cache = format!("{lang}, no cache");
+            let cached = format!("{lang}, cached");
+            report.add(Figure::LangCompile, &no_cache, "ms", cold.compile_ms);
+            report.add(Figure::LangCompile, &cached, "ms", warm.compile_ms);
+            report.add(Figure::LangInstantiate, lang, "ms", warm.instantiate_ms);
+            let empty = tempfile::tempdir()?;
+            let started = servers::wshost(&routes, Some(empty.path()))?.started_in;
+            report.add(Figure::LangStart, &no_cache, "ms", started.as_secs_f64() * 1e3);
+            let server = servers::wshost(&routes, Some(cache.path()))?;
+            let started = server.started_in;
+            report.add(Figure::LangStart, &cached, "ms", started.as_secs_f64() * 1e3);
+            let cpu = server.cpu_seconds()?;
+            let (rate, p50) = runtime.block_on(load::relay(server.addr, secs))?;
+            let cpu = server.cpu_seconds()? - cpu;
+            report.add(Figure::LangRelay, lang, "µs", p50);
+            let per_message = cpu / (rate * secs.as_secs_f64()) * 1e6;
+            report.add(Figure::LangRelayCpu, lang, "µs", per_message);
+        }
+    }
+
     let out = target.join("bench");
     std::fs::create_dir_all(&out)?;
     report.write(&out, started.elapsed())?;
@@ -198,6 +238,20 @@ fn build_guests(root: &Path, target: &Path) -> Result<Guests> {
         v1: variants.join("v1.wasm"),
         v2: variants.join("v2.wasm"),
     })
+}
+
+/// The chat example in each language: Rust (built with the other guests), JavaScript and
+/// Python (their build.sh installs the pinned toolchain and builds).
+fn build_chats(root: &Path, target: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
+    let dir = target.join("wasm32-wasip2").join("release");
+    let mut chats = vec![("Rust", dir.join("chat.wasm"))];
+    for (lang, example) in [("JavaScript", "chat-js"), ("Python", "chat-py")] {
+        let script = root.join("examples").join(example).join("build.sh");
+        let status = Command::new("bash").arg(&script).status()?;
+        ensure!(status.success(), "{} failed", script.display());
+        chats.push((lang, dir.join(format!("{example}.wasm"))));
+    }
+    Ok(chats)
 }
 
 /// Milliseconds from a new `.wasm` being renamed into place to the first reply from the

@@ -23,6 +23,12 @@ pub(crate) enum Figure {
     Handshakes,
     Reload,
     ColdStart,
+    LangSize,
+    LangCompile,
+    LangInstantiate,
+    LangStart,
+    LangRelay,
+    LangRelayCpu,
 }
 
 impl Figure {
@@ -39,6 +45,12 @@ impl Figure {
             Self::Handshakes => "(f) opening + closing handshakes, 16 at a time",
             Self::Reload => "(g) hot reload: file renamed → first reply from the new version",
             Self::ColdStart => "(g) start to listening (echo + chat)",
+            Self::LangSize => "(h) chat controller: .wasm size",
+            Self::LangCompile => "(h) chat controller: compile (`wshost check`)",
+            Self::LangInstantiate => "(h) chat controller: instantiate",
+            Self::LangStart => "(h) chat controller: start to listening",
+            Self::LangRelay => "(h) chat relay, 1 message in flight, p50",
+            Self::LangRelayCpu => "(h) chat relay: server CPU per relayed message",
         }
     }
 

@@ -42,6 +42,48 @@ impl Running {
     }
 }
 
+impl Running {
+    /// CPU time the process has used so far (user + system), in seconds.
+    pub(crate) fn cpu_seconds(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the `(comm)`, which may hold spaces: state is field 3, utime 14.
+        let rest = stat.rsplit_once(") ").context("malformed stat")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+        // /proc counts in USER_HZ, which Linux fixes at 100 for user space.
+        Ok(ticks / 100.0)
+    }
+}
+
+/// What `wshost check` reported for one controller.
+pub(crate) struct CheckCost {
+    pub(crate) compile_ms: f64,
+    pub(crate) instantiate_ms: f64,
+}
+
+/// Runs `wshost check` on `routes` with the compiled-code cache in `cache` and reads its
+/// cost table (one controller).
+pub(crate) fn check(routes: &Path, cache: &Path) -> Result<CheckCost> {
+    let output = Command::new(env!("CARGO_BIN_EXE_wshost"))
+        .arg("check")
+        .arg(routes)
+        .env("WSHOST_CACHE_DIR", cache)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!("wshost check failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    // `controller bytes compile-ms [(cached)] instantiate-ms wasm`
+    let line = stdout.lines().nth(2).context("no cost line")?;
+    let words: Vec<&str> = line.split_whitespace().filter(|w| *w != "(cached)").collect();
+    Ok(CheckCost {
+        compile_ms: words.get(2).context("no compile time")?.parse()?,
+        instantiate_ms: words.get(3).context("no instantiate time")?.parse()?,
+    })
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 
-use crate::harness::{Server, check, workspace_root};
+use crate::harness::{Lang, Server, chat, check, workspace_root};
 
 /// The name `wshost check` shows for each route of a routes.toml: `name`, else `match`,
 /// else `*`.
@@ -66,5 +66,35 @@ async fn run_serves_echo_and_chat_from_the_examples() -> Result<()> {
         welcome.starts_with("welcome ") && welcome.ends_with("; 1 online"),
         "{welcome:?}"
     );
+    Ok(())
+}
+
+/// examples/chat-js/routes.toml and examples/chat-py/routes.toml run their language's
+/// chat through their own `build` line (a no-op here: the component is already built,
+/// and building it first keeps two installs from racing) and serve the room.
+#[tokio::test]
+async fn the_javascript_and_python_chats_run_from_their_own_routes_files() -> Result<()> {
+    for (lang, example) in [(Lang::JavaScript, "chat-js"), (Lang::Python, "chat-py")] {
+        chat(lang);
+        let routes = workspace_root()
+            .join("examples")
+            .join(example)
+            .join("routes.toml");
+        let server = Server::start_file(&routes).await?;
+        let (mut first, _) = server
+            .connect_with_protocols("/chat/lobby", &["chat"])
+            .await?;
+        let welcome = first.recv_text().await?;
+        assert!(welcome.ends_with("; 1 online"), "{example}: {welcome:?}");
+        let (mut second, _) = server
+            .connect_with_protocols("/chat/lobby", &["chat"])
+            .await?;
+        let welcome = second.recv_text().await?;
+        let name = welcome
+            .strip_prefix("welcome ")
+            .and_then(|rest| rest.strip_suffix("; 2 online"))
+            .with_context(|| format!("{example}: {welcome:?}"))?;
+        assert_eq!(first.recv_text().await?, format!("{name} joined"));
+    }
     Ok(())
 }

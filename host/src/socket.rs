@@ -12,7 +12,7 @@
 //! Reads still go through tokio's `TcpStream::poll_read`: it treats a short read as
 //! "drained" and so saves a `recv` that would only return `EAGAIN`. (A first version
 //! read with `try_read`, which lacks that, and paid one extra syscall per message:
-//! 100-connection ping-pong fell from 1.0x to 0.73x of native.)
+//! strace counted 25,278 `recvfrom`, 12,539 of them `EAGAIN`, for 12,739 messages.)
 
 use std::io;
 use std::pin::Pin;

@@ -166,7 +166,8 @@ async fn a_protocol_error_ends_only_that_member(lang: Lang) -> Result<()> {
         assert_eq!(member.recv_text().await?, format!("{name_d} joined"));
     }
     // Invalid UTF-8 in a text frame: `on-error`, close 1007, then `on-close`.
-    d.send_frame(opcode::TEXT, &[b'o', b'k', 0xff, 0xfe]).await?;
+    d.send_frame(opcode::TEXT, &[b'o', b'k', 0xff, 0xfe])
+        .await?;
     assert_eq!(d.read_close().await?.close_code(), Some(1007));
     for member in [&mut a, &mut b, &mut c] {
         assert_eq!(member.recv_text().await?, format!("{name_d} left"));

@@ -271,7 +271,10 @@ impl Server {
         // task it would stay allocated (part of the task's size) for the connection's life.
         let head = tokio::time::timeout(
             limits.handshake_timeout,
-            Box::pin(handshake::read_request(&mut stream, limits.max_header_bytes)),
+            Box::pin(handshake::read_request(
+                &mut stream,
+                limits.max_header_bytes,
+            )),
         )
         .await;
         let (request, rest) = match head {

@@ -175,7 +175,11 @@ mod tests {
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         let mut read_buf = ReadBuf::new(&mut buf);
-        assert!(Pin::new(&mut socket).poll_read(&mut cx, &mut read_buf).is_pending());
+        assert!(
+            Pin::new(&mut socket)
+                .poll_read(&mut cx, &mut read_buf)
+                .is_pending()
+        );
         assert!(!is_open(&gate), "closed after an empty read");
         // Data arrives: the gate opens (wait for it), and the read returns it.
         peer.write_all(b"hello").await.unwrap();

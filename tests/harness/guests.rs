@@ -185,7 +185,12 @@ fn build_chat(example: &str, file: &str) -> Result<PathBuf> {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     let wasm = target_dir.join("wasm32-wasip2").join("release").join(file);
-    ensure!(wasm.is_file(), "{} did not produce {}", script.display(), wasm.display());
+    ensure!(
+        wasm.is_file(),
+        "{} did not produce {}",
+        script.display(),
+        wasm.display()
+    );
 
     // Compile it into the shared cache now, once, rather than in every test's server.
     let dir = tempfile::tempdir()?;

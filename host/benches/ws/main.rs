@@ -186,10 +186,20 @@ fn main() -> Result<()> {
             report.add(Figure::LangInstantiate, lang, "ms", warm.instantiate_ms);
             let empty = tempfile::tempdir()?;
             let started = servers::wshost(&routes, Some(empty.path()))?.started_in;
-            report.add(Figure::LangStart, &no_cache, "ms", started.as_secs_f64() * 1e3);
+            report.add(
+                Figure::LangStart,
+                &no_cache,
+                "ms",
+                started.as_secs_f64() * 1e3,
+            );
             let server = servers::wshost(&routes, Some(cache.path()))?;
             let started = server.started_in;
-            report.add(Figure::LangStart, &cached, "ms", started.as_secs_f64() * 1e3);
+            report.add(
+                Figure::LangStart,
+                &cached,
+                "ms",
+                started.as_secs_f64() * 1e3,
+            );
             let cpu = server.cpu_seconds()?;
             let (rate, p50) = runtime.block_on(load::relay(server.addr, secs))?;
             let cpu = server.cpu_seconds()? - cpu;

@@ -73,11 +73,17 @@ pub(crate) fn check(routes: &Path, cache: &Path) -> Result<CheckCost> {
         .output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
-        bail!("wshost check failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "wshost check failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     // `controller bytes compile-ms [(cached)] instantiate-ms wasm`
     let line = stdout.lines().nth(2).context("no cost line")?;
-    let words: Vec<&str> = line.split_whitespace().filter(|w| *w != "(cached)").collect();
+    let words: Vec<&str> = line
+        .split_whitespace()
+        .filter(|w| *w != "(cached)")
+        .collect();
     Ok(CheckCost {
         compile_ms: words.get(2).context("no compile time")?.parse()?,
         instantiate_ms: words.get(3).context("no instantiate time")?.parse()?,

@@ -13,12 +13,11 @@ use crate::harness::{
 /// A server routing /chat/* with sub-protocol `chat` to the chat controller in `lang`;
 /// a static bearer token (`?access_token=tok-alice`) names a member `alice`.
 async fn chat_server(lang: Lang) -> Result<Server> {
-    let route = Route::to(chat(lang)).at("/chat/*").protocols(&["chat"]);
-    let routes = routes_toml(&[route]).replace(
-        "protocols = ",
-        "filters = [{ kind = \"bearer\", from = [\"query\"], tokens-file = \"tokens.txt\" }]\nprotocols = ",
-    );
-    let dir = RoutesDir::new(&routes)?;
+    let route = Route::to(chat(lang))
+        .at("/chat/*")
+        .protocols(&["chat"])
+        .filters(r#"{ kind = "bearer", from = ["query"], tokens-file = "tokens.txt" }"#);
+    let dir = RoutesDir::new(&routes_toml(&[route]))?;
     dir.write("tokens.txt", b"tok-alice alice\n")?;
     Server::start_in(dir).await
 }

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, Result, ensure};
 
-use super::workspace_root;
+use super::{Route, routes_toml, workspace_root};
 
 /// The compiled guest controllers (components), built once per test process.
 #[derive(Debug)]
@@ -195,10 +195,7 @@ fn build_chat(example: &str, file: &str) -> Result<PathBuf> {
     // Compile it into the shared cache now, once, rather than in every test's server.
     let dir = tempfile::tempdir()?;
     let routes = dir.path().join("routes.toml");
-    std::fs::write(
-        &routes,
-        format!("[[route]]\ncontroller = {:?}\n", wasm.display().to_string()),
-    )?;
+    std::fs::write(&routes, routes_toml(&[Route::to(&wasm)]))?;
     let output = Command::new(env!("CARGO_BIN_EXE_wshost"))
         .arg("check")
         .arg(&routes)

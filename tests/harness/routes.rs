@@ -28,6 +28,7 @@ pub(crate) struct Route {
     protocols: Vec<String>,
     controller: String,
     limits: Option<String>,
+    filters: Option<String>,
 }
 
 impl Route {
@@ -45,6 +46,7 @@ impl Route {
             protocols: Vec::new(),
             controller: controller.to_owned(),
             limits: None,
+            filters: None,
         }
     }
 
@@ -73,6 +75,13 @@ impl Route {
         self
     }
 
+    /// Sets the route's `filters` to the array with these items, e.g.
+    /// `"{ kind = \"deny\" }"`.
+    pub(crate) fn filters(mut self, items: &str) -> Self {
+        self.filters = Some(items.to_owned());
+        self
+    }
+
     fn to_toml(&self) -> String {
         let mut out = String::from("[[route]]\n");
         if let Some(name) = &self.name {
@@ -84,6 +93,9 @@ impl Route {
         if !self.protocols.is_empty() {
             let list: Vec<String> = self.protocols.iter().map(|p| toml_string(p)).collect();
             out += &format!("protocols = [{}]\n", list.join(", "));
+        }
+        if let Some(filters) = &self.filters {
+            out += &format!("filters = [{filters}]\n");
         }
         out += &format!("controller = {}\n", toml_string(&self.controller));
         if let Some(limits) = &self.limits {

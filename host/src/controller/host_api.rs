@@ -86,11 +86,7 @@ impl Host for HostState {
     }
 
     fn attribute(&mut self, conn: ConnectionId, name: String) -> Option<String> {
-        let info = &self.conns.get(&conn)?.info;
-        info.attributes
-            .iter()
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| value.clone())
+        super::actor::attribute(&self.conns.get(&conn)?.info, &name).map(str::to_owned)
     }
 
     fn info(&mut self, conn: ConnectionId) -> Option<WitConnectionInfo> {

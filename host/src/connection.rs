@@ -33,8 +33,8 @@ use std::time::Duration;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::OwnedPermit;
-use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -54,9 +54,6 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// (protocol error, idle timeout): the peer may not be reading at all.
 const FAIL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Close code and reason sent to every client when the server shuts down.
-const SHUTDOWN_CLOSE: (u16, &str) = (1001, "server shutting down");
-
 /// Close code and reason used when the outbound queue overflows.
 const OVERFLOW_CLOSE: (u16, &str) = (1008, "outbound queue full");
 
@@ -65,27 +62,29 @@ const IDLE_CLOSE: (u16, &str) = (1001, "idle timeout");
 
 /// Serves one upgraded connection until it is closed, then reports `Closed`. The
 /// outbound queue is made by the caller, which keeps a handle to close the connection.
+/// The task runs outside the connection's `span` (see `Server::handle_client`); what
+/// it logs names the span as its parent.
 pub async fn run(
     (ws, gate): (WebSocketStream<Socket>, ReadGate),
     info: Arc<ConnectionInfo>,
     controller: ControllerHandle,
     (handle, queue): (OutboundHandle, OutboundQueue),
     limits: Arc<Limits>,
-    mut shutdown: watch::Receiver<bool>,
+    span: tracing::Span,
 ) {
     let id = info.id;
     let events = controller.events().clone();
     let open = Event::Open {
         info,
-        outbound: handle.clone(),
-        span: tracing::Span::current(),
+        outbound: handle,
+        span: span.clone(),
         deadline: limits.call_deadline,
     };
     if events.send(open).await.is_err() {
-        tracing::warn!("controller is gone; dropping connection");
+        tracing::warn!(parent: &span, "controller is gone; dropping connection");
         return;
     }
-    tracing::info!("open");
+    tracing::info!(parent: &span, "open");
 
     let (mut sink, mut stream) = ws.split();
     let mut writer = Writer::default();
@@ -97,14 +96,16 @@ pub async fn run(
     // A message read from the socket, waiting for room in the controller's queue.
     let mut admission: Option<Admission> = None;
     let mut keepalive = Keepalive::new(&limits);
-    let mut shutting_down = false;
     // The peer broke the protocol: nothing more is read, and the socket is dropped as
     // soon as the close frame is out.
     let mut failing = false;
 
     loop {
-        let wake = keepalive.wake();
+        // Biased: a fixed order costs less than tokio's random one, and no branch can
+        // starve another (the writer is ready only when the task must act, reading stops
+        // while a message waits for admission, the timers rarely fire).
         tokio::select! {
+            biased;
             admitted = wait(&mut admission), if admission.is_some() => {
                 admission = None;
                 match admitted {
@@ -141,11 +142,11 @@ pub async fn run(
                         // reported by `on-close` alone; everything else is the peer's
                         // fault and reaches `on-error` first.
                         if code == 1006 {
-                            tracing::debug!(%error, "connection dropped");
+                            tracing::debug!(parent: &span, %error, "connection dropped");
                             closed_with.get_or_insert((code, reason.to_owned()));
                             break;
                         }
-                        tracing::info!(%error, code, "connection error");
+                        tracing::info!(parent: &span, %error, code, "connection error");
                         closed_with.get_or_insert((code, reason.to_owned()));
                         failing = true;
                         close_deadline.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
@@ -168,7 +169,7 @@ pub async fn run(
                 }
                 Wrote::Overflow => {
                     let (code, reason) = OVERFLOW_CLOSE;
-                    tracing::warn!("outbound queue full; closing the slow client");
+                    tracing::warn!(parent: &span, "outbound queue full; closing the slow client");
                     writer.close(code, reason);
                     closed_with.get_or_insert((code, reason.to_owned()));
                     close_deadline.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
@@ -179,28 +180,21 @@ pub async fn run(
                     }
                 }
                 Wrote::Failed(error) => {
-                    tracing::debug!(%error, "write failed");
+                    tracing::debug!(parent: &span, %error, "write failed");
                     break;
                 }
             },
-            () = stopping(&mut shutdown), if !shutting_down && close_deadline.is_none() => {
-                // Behind what the controller already queued (e.g. from `on-shutdown`).
-                shutting_down = true;
-                let (code, reason) = SHUTDOWN_CLOSE;
-                let _ = handle.push(Outbound::Close(code, reason.to_owned()));
-            }
-            () = crate::deadline::sleep_until(wake), if wake.is_some() && close_deadline.is_none() => {
-                if keepalive.timed_out() {
-                    tracing::info!("peer stopped answering; closing it");
+            due = std::future::poll_fn(|cx| keepalive.poll_due(cx)), if close_deadline.is_none() => match due {
+                Due::TimedOut => {
+                    tracing::info!(parent: &span, "peer stopped answering; closing it");
                     fail(&mut sink, IDLE_CLOSE.0, IDLE_CLOSE.1).await;
                     closed_with.get_or_insert((1006, IDLE_CLOSE.1.to_owned()));
                     break;
                 }
-                keepalive.pinged();
-                writer.control(Message::Ping(Bytes::new()));
-            }
+                Due::Ping => writer.control(Message::Ping(Bytes::new())),
+            },
             () = crate::deadline::sleep_until(close_deadline), if close_deadline.is_some() => {
-                tracing::debug!("peer did not finish the closing handshake in time");
+                tracing::debug!(parent: &span, "peer did not finish the closing handshake in time");
                 break;
             }
         }
@@ -212,10 +206,10 @@ pub async fn run(
     }
     let dropped = queue.dropped();
     if dropped > 0 {
-        tracing::info!(dropped, "slow client: oldest messages were dropped");
+        tracing::info!(parent: &span, dropped, "slow client: oldest messages were dropped");
     }
     let (code, reason) = closed_with.unwrap_or((1006, String::new()));
-    tracing::info!(code, reason, "closed");
+    tracing::info!(parent: &span, code, reason, "closed");
     let _ = events.send(Event::Closed { id, code, reason }).await;
 }
 
@@ -393,31 +387,51 @@ impl Writer {
 }
 
 /// Tracks when the peer was last heard from, and when to ping it or give up.
+///
+/// One timer for the connection's life, not one per wake-up of the task: hearing from
+/// the peer only records the time, and a timer that fires early is moved to the real
+/// deadline then.
 struct Keepalive {
     ping_interval: Option<Duration>,
     idle_timeout: Option<Duration>,
     heard: Instant,
     pinged: bool,
+    /// Fires at or before the next deadline; `None` without ping and idle limits.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The timer was polled since it was last set, so it holds the task's waker: until
+    /// it elapses, polling it again is skipped (the task wakes for every message).
+    registered: bool,
+}
+
+/// What the keepalive timer asks for.
+enum Due {
+    Ping,
+    TimedOut,
 }
 
 impl Keepalive {
     fn new(limits: &Limits) -> Self {
-        Self {
+        let mut keepalive = Self {
             ping_interval: limits.ping_interval,
             idle_timeout: limits.idle_timeout,
             heard: Instant::now(),
             pinged: false,
-        }
+            timer: None,
+            registered: false,
+        };
+        keepalive.timer = keepalive
+            .wake()
+            .map(|at| Box::pin(tokio::time::sleep_until(at)));
+        keepalive
     }
 
     /// Any frame from the peer proves it is alive.
     fn heard(&mut self) {
         self.heard = Instant::now();
-        self.pinged = false;
-    }
-
-    fn pinged(&mut self) {
-        self.pinged = true;
+        if std::mem::take(&mut self.pinged) {
+            // The next ping may now be due before the idle deadline the timer is set to.
+            self.rearm();
+        }
     }
 
     /// When to act next: ping (once per silence) or time out.
@@ -433,9 +447,43 @@ impl Keepalive {
         }
     }
 
-    fn timed_out(&self) -> bool {
-        self.idle_timeout
-            .is_some_and(|t| Instant::now() >= self.heard + t)
+    fn rearm(&mut self) {
+        let wake = self.wake();
+        if let (Some(timer), Some(at)) = (self.timer.as_mut(), wake) {
+            timer.as_mut().reset(at);
+            self.registered = false;
+        }
+    }
+
+    /// Ready when the peer is to be pinged (once per silence) or has timed out.
+    fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<Due> {
+        loop {
+            let wake = self.wake();
+            let (Some(timer), Some(wake)) = (self.timer.as_mut(), wake) else {
+                return Poll::Pending;
+            };
+            if self.registered && !timer.is_elapsed() {
+                return Poll::Pending;
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                self.registered = true;
+                return Poll::Pending;
+            }
+            if wake > Instant::now() {
+                timer.as_mut().reset(wake);
+                self.registered = false;
+                continue;
+            }
+            if self
+                .idle_timeout
+                .is_some_and(|t| Instant::now() >= self.heard + t)
+            {
+                return Poll::Ready(Due::TimedOut);
+            }
+            self.pinged = true;
+            self.rearm();
+            return Poll::Ready(Due::Ping);
+        }
     }
 }
 
@@ -465,12 +513,5 @@ fn error_close_code(error: &WsError) -> (u16, &'static str) {
         )
         | WsError::Io(_) => (1006, ""),
         _ => (1002, "protocol error"),
-    }
-}
-
-/// Completes once the server starts shutting down (never, if the sender is gone).
-async fn stopping(shutdown: &mut watch::Receiver<bool>) {
-    if shutdown.wait_for(|stopping| *stopping).await.is_err() {
-        std::future::pending::<()>().await;
     }
 }

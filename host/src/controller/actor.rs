@@ -185,13 +185,11 @@ impl Actor {
                     },
                 );
                 if first {
-                    self.call(Call::FirstOpen(id))
-                        .instrument(span.clone())
-                        .await;
+                    self.call(Call::FirstOpen(id)).await;
                 }
                 // on-first-open may have trapped and closed the connection already.
                 if self.store.data().conns.contains_key(&id) {
-                    self.call(Call::Open(id)).instrument(span).await;
+                    self.call(Call::Open(id)).await;
                 }
             }
             Event::Message {
@@ -199,10 +197,9 @@ impl Actor {
                 message,
                 budget,
             } => {
-                let Some(entry) = conns.get(&id).filter(|e| !e.closing) else {
+                if !conns.get(&id).is_some_and(|e| !e.closing) {
                     return;
-                };
-                let span = entry.span.clone();
+                }
                 let message = match message {
                     Message::Text(text) => WitMessage::Text(text.as_str().to_owned()),
                     // No copy when the frame owns its buffer alone.
@@ -211,16 +208,17 @@ impl Actor {
                 };
                 // The guest has its own copy now; the budget is free again.
                 drop(budget);
-                self.call(Call::Message(id, message)).instrument(span).await;
+                self.call(Call::Message(id, message)).await;
             }
             Event::Error {
                 id,
                 error,
                 close: (code, reason),
             } => {
-                let Some(entry) = conns.get(&id) else { return };
-                let span = entry.span.clone();
-                self.call(Call::Error(id, error)).instrument(span).await;
+                if !conns.contains_key(&id) {
+                    return;
+                }
+                self.call(Call::Error(id, error)).await;
                 // Behind every reply the controller queued so far, in order.
                 let conns = &mut self.store.data_mut().conns;
                 if let Some(entry) = conns.get_mut(&id).filter(|e| !e.closing) {
@@ -236,13 +234,13 @@ impl Actor {
                     return;
                 };
                 let last = conns.is_empty();
-                let span = entry.span;
-                self.call(Call::Close(id, code, reason))
-                    .instrument(span.clone())
-                    .await;
+                // No longer in the table, so the guest's logs find its span here.
+                self.store.data_mut().leaving = Some(entry.span);
+                self.call(Call::Close(id, code, reason)).await;
                 if last && self.store.data().conns.is_empty() {
-                    self.call(Call::LastClose(id)).instrument(span).await;
+                    self.call(Call::LastClose(id)).await;
                 }
+                self.store.data_mut().leaving = None;
             }
         }
     }
@@ -255,6 +253,7 @@ impl Actor {
             .and_then(|id| self.store.data().conns.get(&id))
             .map_or(self.loaded.sandbox.call_deadline, |e| e.deadline);
         start_call(&mut self.store, deadline);
+        self.store.data_mut().set_calling(call.connection());
         let store = &mut self.store;
         let guest = &self.instance.controller;
         let lifecycle = self.instance.lifecycle.as_ref();
@@ -284,6 +283,7 @@ impl Actor {
         if let Err(error) = result {
             self.recover(&call, &error).await;
         }
+        self.store.data_mut().set_calling(None);
     }
 
     /// Swaps in a new version: a fresh instance of it (initialised by `init` during
@@ -396,6 +396,13 @@ impl Actor {
     }
 
     fn log_trap(&self, export: &str, id: Option<ConnectionId>, error: &wasmtime::Error) {
+        match self.store.data().calling_span() {
+            Some(span) => span.in_scope(|| self.log_trap_here(export, id, error)),
+            None => self.log_trap_here(export, id, error),
+        }
+    }
+
+    fn log_trap_here(&self, export: &str, id: Option<ConnectionId>, error: &wasmtime::Error) {
         let route = id
             .and_then(|id| self.store.data().conns.get(&id))
             .and_then(|e| attribute(&e.info, "route"))

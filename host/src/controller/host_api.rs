@@ -104,12 +104,16 @@ impl Host for HostState {
 
     fn log(&mut self, level: LogLevel, msg: String) {
         let controller = &*self.name;
-        match level {
+        let emit = || match level {
             LogLevel::Trace => tracing::trace!(controller, "{msg}"),
             LogLevel::Debug => tracing::debug!(controller, "{msg}"),
             LogLevel::Info => tracing::info!(controller, "{msg}"),
             LogLevel::Warn => tracing::warn!(controller, "{msg}"),
             LogLevel::Error => tracing::error!(controller, "{msg}"),
+        };
+        match self.calling_span() {
+            Some(span) => span.in_scope(emit),
+            None => emit(),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Guest stdout and stderr, turned into log lines tagged with the controller's name.
+//! Guest stdout and stderr, turned into log lines tagged with the controller's name
+//! and, during a connection's event, the connection's id.
 //!
 //! WASI output streams write bytes in arbitrary chunks; this writer buffers them until a
 //! newline (or 4 KiB without one) and emits one tracing event per line, so a guest's
@@ -7,6 +8,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
@@ -27,11 +29,17 @@ pub(crate) enum Stream {
 pub(crate) struct GuestOutput {
     controller: Arc<str>,
     stream: Stream,
+    /// The connection whose event is being handled (0: none).
+    calling: Arc<AtomicU64>,
 }
 
 impl GuestOutput {
-    pub(crate) fn new(controller: Arc<str>, stream: Stream) -> Self {
-        Self { controller, stream }
+    pub(crate) fn new(controller: Arc<str>, stream: Stream, calling: Arc<AtomicU64>) -> Self {
+        Self {
+            controller,
+            stream,
+            calling,
+        }
     }
 }
 
@@ -63,9 +71,10 @@ impl LineWriter {
             return;
         }
         let controller = &*self.out.controller;
+        let conn_id = Some(self.out.calling.load(Ordering::Relaxed)).filter(|&id| id != 0);
         match self.out.stream {
-            Stream::Stdout => tracing::info!(controller, stream = "stdout", "{line}"),
-            Stream::Stderr => tracing::warn!(controller, stream = "stderr", "{line}"),
+            Stream::Stdout => tracing::info!(controller, conn_id, stream = "stdout", "{line}"),
+            Stream::Stderr => tracing::warn!(controller, conn_id, stream = "stderr", "{line}"),
         }
     }
 

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -30,6 +31,12 @@ pub(crate) struct HostState {
     /// When the current export call started and how long it may run; `None` between
     /// calls.
     call: Option<(std::time::Instant, Duration)>,
+    /// The connection whose event the current call handles (0: none), shared with the
+    /// guest's stdout/stderr so their lines name it.
+    calling: Arc<AtomicU64>,
+    /// The span of the connection whose `on-close` (and `on-last-close`) is running: it
+    /// has left the table by then.
+    pub(crate) leaving: Option<tracing::Span>,
 }
 
 /// One connection as the controller sees it.
@@ -110,9 +117,18 @@ impl HostState {
     /// Fresh state with the WASI sandbox: no files, no environment, no network, guest
     /// stdout/stderr to the log; linear memory capped at `memory_bytes`.
     pub(crate) fn new(name: Arc<str>, memory_bytes: usize) -> Self {
+        let calling = Arc::new(AtomicU64::new(0));
         let wasi = WasiCtxBuilder::new()
-            .stdout(GuestOutput::new(name.clone(), Stream::Stdout))
-            .stderr(GuestOutput::new(name.clone(), Stream::Stderr))
+            .stdout(GuestOutput::new(
+                name.clone(),
+                Stream::Stdout,
+                calling.clone(),
+            ))
+            .stderr(GuestOutput::new(
+                name.clone(),
+                Stream::Stderr,
+                calling.clone(),
+            ))
             .allow_ip_name_lookup(false)
             .allow_tcp(false)
             .allow_udp(false)
@@ -128,6 +144,8 @@ impl HostState {
             conns: BTreeMap::new(),
             timers: Timers::default(),
             call: None,
+            calling,
+            leaving: None,
         }
     }
 
@@ -147,6 +165,25 @@ impl HostState {
 pub(crate) fn start_call(store: &mut Store<HostState>, deadline: Duration) {
     store.data_mut().call = Some((std::time::Instant::now(), deadline));
     store.set_epoch_deadline(1);
+}
+
+impl HostState {
+    /// Names the connection whose event the next call handles (`None`: no connection).
+    pub(crate) fn set_calling(&mut self, conn: Option<ConnectionId>) {
+        self.calling.store(conn.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The span of the connection whose event is being handled, if any: the context of
+    /// what the guest logs. (Calls do not enter it: entering a span per call costs more
+    /// than the rest of a small message's handling, and most calls log nothing.)
+    pub(crate) fn calling_span(&self) -> Option<&tracing::Span> {
+        let id = self.calling.load(Ordering::Relaxed);
+        match self.conns.get(&id) {
+            Some(entry) => Some(&entry.span),
+            None if id != 0 => self.leaving.as_ref(),
+            None => None,
+        }
+    }
 }
 
 /// Disarms it after the call.

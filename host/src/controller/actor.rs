@@ -97,6 +97,11 @@ struct Actor {
     handshake_hook: Arc<AtomicBool>,
     /// When the recent traps happened (within [`TRAP_WINDOW`]).
     traps: VecDeque<Instant>,
+    /// The controller's span. It is entered for everything but the events of single
+    /// messages, whose calls log under their connection's span (see
+    /// [`HostState::calling_span`]): entering a span per message costs more than the
+    /// rest of a small message's trip through the actor.
+    span: tracing::Span,
 }
 
 /// Starts the actor of a loaded controller and returns the handle connections use.
@@ -108,22 +113,21 @@ pub(crate) fn spawn(runtime: Runtime, loaded: Loaded) -> ControllerHandle {
     let handshake_hook = Arc::new(AtomicBool::new(loaded.has_handshake()));
     let span = tracing::info_span!("controller", controller = %name);
     let hook_flag = handshake_hook.clone();
-    tokio::spawn(
-        async move {
-            let (store, instance) =
-                instantiate_with_retry(&runtime, &loaded, BTreeMap::new()).await;
-            let actor = Actor {
-                runtime,
-                loaded,
-                store,
-                instance,
-                handshake_hook: hook_flag,
-                traps: VecDeque::new(),
-            };
-            actor.run(rx).await;
-        }
-        .instrument(span),
-    );
+    tokio::spawn(async move {
+        let (store, instance) = instantiate_with_retry(&runtime, &loaded, BTreeMap::new())
+            .instrument(span.clone())
+            .await;
+        let actor = Actor {
+            runtime,
+            loaded,
+            store,
+            instance,
+            handshake_hook: hook_flag,
+            traps: VecDeque::new(),
+            span,
+        };
+        actor.run(rx).await;
+    });
     ControllerHandle {
         name,
         events: tx,
@@ -138,19 +142,26 @@ impl Actor {
         loop {
             let next_timer = self.store.data().timers.next_due();
             tokio::select! {
-                event = rx.recv() => match event {
-                    Some(event) => self.handle(event).await,
-                    None => break,
-                },
+                biased;
                 () = crate::deadline::sleep_until(next_timer), if next_timer.is_some() => {
+                    let span = self.span.clone();
                     let due = self.store.data_mut().timers.take_due(tokio::time::Instant::now());
                     for id in due {
-                        self.call(Call::Timer(id)).await;
+                        self.call(Call::Timer(id)).instrument(span.clone()).await;
                     }
                 }
+                event = rx.recv() => match event {
+                    Some(event @ Event::Message { .. }) => self.handle(event).await,
+                    Some(event) => {
+                        let span = self.span.clone();
+                        self.handle(event).instrument(span).await;
+                    }
+                    None => break,
+                },
             }
         }
-        tracing::debug!("controller queue closed; actor ends");
+        self.span
+            .in_scope(|| tracing::debug!("controller queue closed; actor ends"));
     }
 
     async fn handle(&mut self, event: Event) {
@@ -523,7 +534,7 @@ async fn instantiate_with_retry(
         match loaded.instantiate(&mut store).await {
             Ok(instance) => return (store, instance),
             Err(error) => {
-                tracing::error!(error = %format!("{error:#}"), retry_in = ?backoff, "cannot instantiate controller");
+                tracing::error!(controller = %loaded.name, error = %format!("{error:#}"), retry_in = ?backoff, "cannot instantiate controller");
                 conns = std::mem::take(&mut store.data_mut().conns);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));

@@ -458,13 +458,16 @@ impl Keepalive {
     /// Ready when the peer is to be pinged (once per silence) or has timed out.
     fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<Due> {
         loop {
-            let wake = self.wake();
-            let (Some(timer), Some(wake)) = (self.timer.as_mut(), wake) else {
+            let Some(timer) = self.timer.as_mut() else {
                 return Poll::Pending;
             };
             if self.registered && !timer.is_elapsed() {
                 return Poll::Pending;
             }
+            let Some(wake) = self.wake() else {
+                return Poll::Pending;
+            };
+            let timer = self.timer.as_mut().expect("checked above");
             if timer.as_mut().poll(cx).is_pending() {
                 self.registered = true;
                 return Poll::Pending;

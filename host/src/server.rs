@@ -56,7 +56,8 @@ pub struct Server {
     next_id: AtomicU64,
     /// `true` once shutdown started: new requests get 503.
     draining: AtomicBool,
-    /// `true` once the controllers' `on-shutdown` returned; connections watch it and close.
+    /// `true` once the controllers' `on-shutdown` returned and every open connection was
+    /// sent its close (a connection upgraded after that is sent it at once).
     shutdown: watch::Sender<bool>,
     /// Upgraded connections still running.
     active: AtomicUsize,

@@ -208,7 +208,7 @@ impl Actor {
                 message,
                 budget,
             } => {
-                if !conns.get(&id).is_some_and(|e| !e.closing) {
+                if conns.get(&id).is_none_or(|e| e.closing) {
                     return;
                 }
                 let message = match message {

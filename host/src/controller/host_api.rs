@@ -42,6 +42,7 @@ impl Host for HostState {
             code
         } else {
             tracing::warn!(
+                parent: &entry.span,
                 controller = %self.name,
                 code,
                 "controller asked to close with a code a server may not send; using 1000"

@@ -458,16 +458,14 @@ impl Keepalive {
     /// Ready when the peer is to be pinged (once per silence) or has timed out.
     fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<Due> {
         loop {
-            let Some(timer) = self.timer.as_mut() else {
-                return Poll::Pending;
-            };
-            if self.registered && !timer.is_elapsed() {
+            let armed = self.timer.as_ref().is_some_and(|t| !t.is_elapsed());
+            if self.registered && armed {
                 return Poll::Pending;
             }
-            let Some(wake) = self.wake() else {
+            let wake = self.wake();
+            let (Some(timer), Some(wake)) = (self.timer.as_mut(), wake) else {
                 return Poll::Pending;
             };
-            let timer = self.timer.as_mut().expect("checked above");
             if timer.as_mut().poll(cx).is_pending() {
                 self.registered = true;
                 return Poll::Pending;

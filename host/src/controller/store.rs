@@ -159,15 +159,7 @@ impl HostState {
             _ => Ok(UpdateDeadline::Yield(1)),
         }
     }
-}
 
-/// Arms `deadline` for the export call about to start.
-pub(crate) fn start_call(store: &mut Store<HostState>, deadline: Duration) {
-    store.data_mut().call = Some((std::time::Instant::now(), deadline));
-    store.set_epoch_deadline(1);
-}
-
-impl HostState {
     /// Names the connection whose event the next call handles (`None`: no connection).
     pub(crate) fn set_calling(&mut self, conn: Option<ConnectionId>) {
         self.calling.store(conn.unwrap_or(0), Ordering::Relaxed);
@@ -184,6 +176,12 @@ impl HostState {
             None => None,
         }
     }
+}
+
+/// Arms `deadline` for the export call about to start.
+pub(crate) fn start_call(store: &mut Store<HostState>, deadline: Duration) {
+    store.data_mut().call = Some((std::time::Instant::now(), deadline));
+    store.set_epoch_deadline(1);
 }
 
 /// Disarms it after the call.

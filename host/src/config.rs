@@ -7,6 +7,8 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:23080"           # default 127.0.0.1:23080; `--listen` overrides
+//! trusted-proxies = ["10.0.0.0/8"]     # default none: forwarding headers are ignored
+//! forwarded-header = "x-forwarded-for" # or "forwarded": the one header they write
 //!
 //! [controllers.echo]                   # optional: a named controller
 //! wasm = "../target/wasm32-wasip2/release/echo.wasm"
@@ -32,8 +34,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::filter::Filter;
-use crate::filter::proxy::Cidr;
-use crate::limits::{DEFAULT_MAX_CONNECTIONS, Limits, RawLimits, Sandbox};
+use crate::filter::proxy::{Cidr, ForwardedHeader};
+use crate::limits::{
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES_PER_ADDRESS, Limits, RawLimits, Sandbox,
+};
 use crate::pattern::PathPattern;
 
 /// The address wshost listens on when routes.toml and the command line name none.
@@ -61,8 +65,10 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Global `[[filter]]` entries, in file order.
     pub filters: Vec<GlobalFilter>,
-    /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed.
+    /// Peers whose forwarding header is believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// The one header those proxies write the client's address into.
+    pub forwarded_header: ForwardedHeader,
     /// Largest request head accepted (431 beyond).
     pub max_header_bytes: usize,
     /// Time a client has to send its complete request head.
@@ -73,6 +79,9 @@ pub struct Config {
     pub limits: Arc<Limits>,
     /// Most connections (open or in their handshake) the server holds at once.
     pub max_connections: usize,
+    /// Most sockets one client address (an IPv6 /64) may have in their handshake at
+    /// once; trusted proxies are exempt.
+    pub max_handshakes_per_address: usize,
 }
 
 /// A `[[filter]]` entry: a filter and the paths it applies to.
@@ -180,6 +189,8 @@ struct RawConfig {
     listen: Option<Spanned<String>>,
     #[serde(default)]
     trusted_proxies: Vec<Spanned<String>>,
+    #[serde(default)]
+    forwarded_header: ForwardedHeader,
     max_header_bytes: Option<Spanned<u64>>,
     handshake_timeout_ms: Option<Spanned<u64>>,
     shutdown_timeout_ms: Option<u64>,
@@ -296,8 +307,12 @@ impl Config {
         );
         let max_connections = global_limits
             .max_connections()
-            .map_err(|m| at(global_span, format!("`limits`: {m}")))?
+            .map_err(|m| at(global_span.clone(), format!("`limits`: {m}")))?
             .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        let max_handshakes_per_address = global_limits
+            .max_handshakes_per_address()
+            .map_err(|m| at(global_span.clone(), format!("`limits`: {m}")))?
+            .unwrap_or(DEFAULT_MAX_HANDSHAKES_PER_ADDRESS);
 
         let mut trusted_proxies = Vec::with_capacity(raw.trusted_proxies.len());
         for (i, cidr) in raw.trusted_proxies.iter().enumerate() {
@@ -465,6 +480,9 @@ impl Config {
                     let bad = |m: String| at(own.span(), format!("{}: {m}", key("limits")));
                     let merged = own.get_ref().apply(&limits).map_err(bad)?;
                     let max = own.get_ref().max_connections().map_err(bad)?;
+                    if own.get_ref().max_handshakes_per_address.is_some() {
+                        return Err(bad("`max-handshakes-per-address` applies before routing; set it in the top-level `[limits]`".to_owned()));
+                    }
                     (Arc::new(merged), max)
                 }
             };
@@ -508,6 +526,7 @@ impl Config {
             routes,
             filters,
             trusted_proxies,
+            forwarded_header: raw.forwarded_header,
             max_header_bytes: raw.max_header_bytes.map_or(DEFAULT_MAX_HEADER_BYTES, |v| {
                 usize::try_from(*v.get_ref()).unwrap_or(usize::MAX)
             }),
@@ -521,6 +540,7 @@ impl Config {
             ),
             limits,
             max_connections,
+            max_handshakes_per_address,
         })
     }
 }

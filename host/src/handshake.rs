@@ -7,7 +7,10 @@
 //! tungstenite takes the socket over, together with any bytes the client already sent
 //! past the request.
 //!
-//! Checks, in order, each with its status: unknown path → 404; method not GET → 405;
+//! The path is normalised first ([`normalize_path`]; ambiguous paths → 400), so routes
+//! and filters see one spelling of it. Checks, in order, each with its status: no
+//! `Host`, or a second `Host`, `Sec-WebSocket-Key`, `Sec-WebSocket-Version` or
+//! `Authorization` header → 400; unknown path → 404; method not GET → 405;
 //! no `Upgrade: websocket` → 426; `Sec-WebSocket-Version` not 13 → 426; missing
 //! `Connection: upgrade` or a bad `Sec-WebSocket-Key` → 400; no route accepts the
 //! offered sub-protocols → 400. A request head over `max-header-bytes` gets 431, a
@@ -15,85 +18,31 @@
 //! absolute URL (`http://host/chat?x`).
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use http::header::{ALLOW, SEC_WEBSOCKET_VERSION};
+use http::HeaderValue;
+
 use crate::config::Route;
+use crate::request::{Rejection, Request};
 use crate::routing::{self, NoRoute, Selected};
 
 /// Most header lines accepted.
 const MAX_HEADERS: usize = 128;
 
-/// A parsed upgrade request.
-#[derive(Debug, Clone)]
-pub struct Request {
-    /// e.g. `GET`.
-    pub method: String,
-    /// Path without the query.
-    pub path: String,
-    /// Query string without `?`.
-    pub query: String,
-    /// Minor HTTP version (1 for HTTP/1.1).
-    pub minor_version: u8,
-    /// Headers in order, names lower-cased.
-    pub headers: Vec<(String, String)>,
-}
+/// Headers a request may carry once only: two of them mean two parties disagree about
+/// the request (a smuggling attempt or a broken proxy), and which one a component
+/// believes would be a guess.
+const SINGLE_HEADERS: [&str; 4] = [
+    "host",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "authorization",
+];
 
-impl Request {
-    /// The first value of header `name` (lower-case).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Every comma-separated item of every `name` header, trimmed, empty items skipped.
-    pub fn header_items<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(k, _)| k == name)
-            .flat_map(|(_, v)| v.split(','))
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-    }
-
-    fn has_token(&self, name: &str, token: &str) -> bool {
-        self.header_items(name)
-            .any(|v| v.eq_ignore_ascii_case(token))
-    }
-}
-
-/// An HTTP answer that ends the request instead of upgrading it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{status} {body}")]
-pub struct Rejection {
-    /// HTTP status code.
-    pub status: u16,
-    /// Extra response headers.
-    pub headers: Vec<(String, String)>,
-    /// A short plain-text body saying why.
-    pub body: String,
-}
-
-impl Rejection {
-    /// A rejection with no extra headers.
-    pub fn new(status: u16, body: impl Into<String>) -> Self {
-        Self {
-            status,
-            headers: Vec::new(),
-            body: body.into(),
-        }
-    }
-
-    /// Adds a response header.
-    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.headers.push((name.to_owned(), value.into()));
-        self
-    }
-
-    fn upgrade_required(body: &str) -> Self {
-        Self::new(426, body).with_header("Sec-WebSocket-Version", "13")
-    }
+fn upgrade_required(body: &str) -> Rejection {
+    Rejection::new(426, body).with_header(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"))
 }
 
 /// A request that passed every check.
@@ -152,8 +101,15 @@ fn too_large(max_head: usize) -> Rejection {
 
 fn to_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, Rejection> {
     let target = parsed.path.unwrap_or("/");
-    let (path, query) = split_target(target)
-        .ok_or_else(|| Rejection::new(400, format!("malformed request target `{target}`")))?;
+    let (path, query) = split_target(target).ok_or_else(|| {
+        // The query may hold a token (`access_token=`): it is neither logged nor echoed.
+        let shown = match target.split_once('?') {
+            Some((before, _)) => format!("{before}?<query redacted>"),
+            None => target.to_owned(),
+        };
+        Rejection::new(400, format!("malformed request target `{shown}`"))
+    })?;
+    let path = normalize_path(path)?;
     let mut headers = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
         let value = std::str::from_utf8(h.value)
@@ -162,7 +118,7 @@ fn to_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, Rejection> 
     }
     Ok(Request {
         method: parsed.method.unwrap_or_default().to_owned(),
-        path: path.to_owned(),
+        path,
         query: query.to_owned(),
         minor_version: parsed.version.unwrap_or(0),
         headers,
@@ -192,8 +148,81 @@ fn split_target(target: &str) -> Option<(&str, &str)> {
     Some((if path.is_empty() { "/" } else { path }, query))
 }
 
+/// Normalises a request path as RFC 3986 §6.2.2 describes, so that one resource has one
+/// spelling for routes and filters: percent-encoded unreserved characters
+/// (`A-Z a-z 0-9 - . _ ~`) are decoded, other percent-encodings upper-cased, dot
+/// segments removed (`/a/./b/../c` → `/a/c`; `..` never climbs above `/`), and empty
+/// segments collapsed (`//a` → `/a`, which RFC 3986 leaves alone but every file-system
+/// backed server treats as one). Paths whose meaning depends on who reads them are
+/// refused with 400: an encoded `/` or `\` (`%2F`, `%5C`: one part of a stack splits
+/// segments there and another does not), an encoded control character, a raw `\`, and
+/// a `%` not followed by two hex digits.
+pub(crate) fn normalize_path(raw: &str) -> Result<String, Rejection> {
+    let refuse = |why: &str| Rejection::new(400, format!("ambiguous request path: {why}"));
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+                let (Some(hi), Some(lo)) = (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) else {
+                    return Err(refuse("`%` not followed by two hex digits"));
+                };
+                let byte = (hi * 16 + lo) as u8;
+                match byte {
+                    b'/' | b'\\' => return Err(refuse("an encoded `/` or `\\`")),
+                    0..=0x1f | 0x7f => return Err(refuse("an encoded control character")),
+                    b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => {
+                        decoded.push(b);
+                    }
+                    b => decoded.extend_from_slice(format!("%{b:02X}").as_bytes()),
+                }
+                i += 3;
+            }
+            b'\\' => return Err(refuse("`\\` in the path")),
+            b => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    // Only ASCII sequences were replaced by ASCII, so the bytes are still UTF-8.
+    let decoded = String::from_utf8(decoded).map_err(|_| refuse("not UTF-8"))?;
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for segment in decoded.split('/').skip(1) {
+        trailing_slash = matches!(segment, "" | "." | "..");
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            name => segments.push(name),
+        }
+    }
+    let mut path = String::with_capacity(decoded.len());
+    for segment in &segments {
+        path.push('/');
+        path.push_str(segment);
+    }
+    if trailing_slash || segments.is_empty() {
+        path.push('/');
+    }
+    Ok(path)
+}
+
 /// Checks `request` as a WebSocket upgrade and routes it.
 pub fn accept(request: &Request, routes: &[Route]) -> Result<Accepted, Rejection> {
+    if request.header("host").is_none_or(|h| h.trim().is_empty()) {
+        return Err(Rejection::new(400, "missing `Host` header"));
+    }
+    if let Some(twice) = SINGLE_HEADERS
+        .iter()
+        .find(|name| request.header_count(name) > 1)
+    {
+        return Err(Rejection::new(400, format!("more than one `{twice}` header")));
+    }
     let offered: Vec<&str> = request.header_items("sec-websocket-protocol").collect();
     let selected = routing::select(routes, &request.path, &offered);
     if selected == Err(NoRoute::Path) {
@@ -210,15 +239,15 @@ pub fn accept(request: &Request, routes: &[Route]) -> Result<Accepted, Rejection
                 request.method
             ),
         )
-        .with_header("Allow", "GET"));
+        .with_header(ALLOW, HeaderValue::from_static("GET")));
     }
     if !request.has_token("upgrade", "websocket") {
-        return Err(Rejection::upgrade_required(
+        return Err(upgrade_required(
             "this is a WebSocket endpoint: send `Upgrade: websocket`",
         ));
     }
     if request.header("sec-websocket-version").map(str::trim) != Some("13") {
-        return Err(Rejection::upgrade_required(
+        return Err(upgrade_required(
             "unsupported WebSocket version; this server speaks version 13",
         ));
     }
@@ -266,20 +295,42 @@ fn is_valid_key(key: &str) -> bool {
 /// Writes an error response and shuts the write side down.
 pub async fn reject<S: AsyncWrite + Unpin>(stream: &mut S, rejection: &Rejection) {
     let body = format!("{}\n", rejection.body);
-    let mut head = format!(
+    let head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
         rejection.status,
         reason_phrase(rejection.status),
         body.len()
     );
+    let mut head = head.into_bytes();
     for (name, value) in &rejection.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
     }
-    head.push_str("\r\n");
-    head.push_str(&body);
+    head.extend_from_slice(b"\r\n");
+    head.extend_from_slice(body.as_bytes());
     // The peer may already be gone; there is nobody left to tell.
-    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(&head).await;
     let _ = stream.shutdown().await;
+}
+
+/// Writes an error response to a client whose request was not read, then reads and
+/// discards what it sends for a moment: closing a socket with unread data resets the
+/// connection, and the client could lose the answer.
+pub async fn reject_unread(stream: &mut TcpStream, rejection: &Rejection) {
+    reject(stream, rejection).await;
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        let mut total = 0;
+        while total < 64 * 1024 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
 }
 
 /// Writes the `101 Switching Protocols` response.
@@ -400,7 +451,8 @@ mod tests {
     fn a_url_in_the_query_does_not_move_the_path() {
         // Found by `fuzz::origin_form_targets_split_at_the_first_question_mark`: the
         // target was taken for absolute-form because it contained `://`.
-        assert_eq!(request(&upgrade("/://", "")).path, "/://");
+        // (Its empty segment is then collapsed by normalisation.)
+        assert_eq!(request(&upgrade("/://", "")).path, "/:/");
         let r = request(&upgrade("/chat/a?next=http://example.com/admin", ""));
         assert_eq!(
             (r.path.as_str(), r.query.as_str()),
@@ -430,6 +482,50 @@ mod tests {
                 .status;
             assert_eq!(status, 400, "{target}");
         }
+    }
+
+    #[test]
+    fn paths_are_normalised_before_routing() {
+        for (raw, want) in [
+            ("/admin/x", "/admin/x"),
+            ("//admin/x", "/admin/x"),
+            ("/./admin/x", "/admin/x"),
+            ("/chat/../admin/x", "/admin/x"),
+            ("/../../admin/x", "/admin/x"),
+            ("/%61dmin/x", "/admin/x"),
+            ("/admin%2fx/../y", ""),
+            ("/a/%2e%2E/admin/x", "/admin/x"),
+            ("/a/b/..", "/a/"),
+            ("/a%20b/%c3%a9", "/a%20b/%C3%A9"),
+            ("/", "/"),
+            ("/..", "/"),
+            ("/é/x", "/é/x"),
+        ] {
+            match normalize_path(raw) {
+                Ok(path) => assert_eq!(path, want, "{raw}"),
+                Err(r) => assert!(want.is_empty() && r.status == 400, "{raw}: {r}"),
+            }
+        }
+        for ambiguous in ["/admin%2Fx", "/admin%5cx", "/a\\b", "/a%00", "/a%", "/a%4", "/a%zz"] {
+            assert_eq!(normalize_path(ambiguous).unwrap_err().status, 400, "{ambiguous}");
+        }
+    }
+
+    #[test]
+    fn host_is_required_and_key_headers_are_single() {
+        let status = |raw: String| accept(&request(&raw), &routes()).unwrap_err().status;
+        assert_eq!(status(upgrade("/chat/a", "").replace("Host: x\r\n", "")), 400);
+        for twice in [
+            "Host: y\r\n",
+            &format!("Sec-WebSocket-Key: {KEY}\r\n"),
+            "Sec-WebSocket-Version: 13\r\n",
+            "Authorization: Bearer a\r\nAuthorization: Bearer b\r\n",
+        ] {
+            assert_eq!(status(upgrade("/chat/a", twice)), 400, "{twice}");
+        }
+        // Other headers may repeat (their values are lists).
+        let r = request(&upgrade("/chat/a", "Sec-WebSocket-Protocol: a\r\nSec-WebSocket-Protocol: chat\r\n"));
+        assert!(accept(&r, &routes()).is_ok());
     }
 
     #[test]

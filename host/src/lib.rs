@@ -18,6 +18,7 @@ pub mod handshake;
 pub mod limits;
 pub mod pattern;
 pub mod reconfigure;
+pub mod request;
 pub mod routing;
 pub mod server;
 pub mod socket;

@@ -9,6 +9,9 @@
 //! ```toml
 //! [limits]
 //! max-connections = 20000          # open + handshaking connections; beyond → 503
+//! max-handshakes-per-address = 16  # top level only: sockets one address (IPv6: /64)
+//!                                  # may have before its request is read; beyond →
+//!                                  # closed at accept (trusted proxies exempt)
 //! max-message-bytes = 16777216     # a bigger message → close 1009
 //! max-frame-bytes = 16777216       # a bigger frame → close 1009
 //! ping-interval-ms = 30000         # ping a peer silent this long; 0 = never
@@ -94,11 +97,18 @@ impl Default for Limits {
 /// The server-wide connection cap when routes.toml sets none.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 
+/// Sockets one client address may hold in the handshake phase when routes.toml sets no
+/// `max-handshakes-per-address`: a browser opens a few connections to one server at a
+/// time, and a handshake lasts one round trip; a silent socket lasts the whole
+/// `handshake-timeout-ms`.
+pub const DEFAULT_MAX_HANDSHAKES_PER_ADDRESS: usize = 16;
+
 /// A `[limits]` or `[route.limits]` table as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct RawLimits {
     pub(crate) max_connections: Option<u64>,
+    pub(crate) max_handshakes_per_address: Option<u64>,
     max_message_bytes: Option<u64>,
     max_frame_bytes: Option<u64>,
     ping_interval_ms: Option<u64>,
@@ -177,6 +187,15 @@ impl RawLimits {
             limits.max_frame_bytes = limits.max_message_bytes;
         }
         Ok(limits)
+    }
+
+    /// `max-handshakes-per-address` as a count; 0 is refused.
+    pub(crate) fn max_handshakes_per_address(&self) -> Result<Option<usize>, String> {
+        match self.max_handshakes_per_address {
+            None => Ok(None),
+            Some(0) => Err("`max-handshakes-per-address` must be at least 1".to_owned()),
+            Some(n) => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+        }
     }
 
     /// `max-connections` as a count; 0 is refused.

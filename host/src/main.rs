@@ -86,18 +86,17 @@ async fn run(routes: PathBuf, listen: Option<SocketAddr>, watch: bool) -> anyhow
         .with_context(|| format!("cannot listen on `{addr}`"))?;
     let bound = listener.local_addr()?;
     config.listen = bound;
-    let specs = config.controllers.clone();
     let server = wshost::Server::start(config).await?;
     let _routes_watch = wshost::reconfigure::watch_routes(server.clone())
         .map_err(
             |error| tracing::warn!(%error, "cannot watch the routes file; edits need a restart"),
         )
         .ok();
-    let _sources = if watch {
-        Some(wshost::controller::watch_sources(specs).context("cannot watch controller sources")?)
-    } else {
-        None
-    };
+    if watch {
+        server
+            .watch_sources()
+            .context("cannot watch controller sources")?;
+    }
     // The one line on stdout: scripts and tests read the bound port from it.
     let mut stdout = std::io::stdout();
     writeln!(stdout, "wshost listening on ws://{bound}")?;

@@ -6,8 +6,11 @@
 //! exists (by name) are closed with 1001 "route removed". Controllers are matched by file:
 //! one that stays keeps its instance (reloaded in place if its `init` arguments changed),
 //! a new one is loaded and started, a dropped one ends when its last connection closes.
-//! A file that does not parse, or whose new controllers fail to load, is refused with the
-//! error in the log, and the old configuration stays. `listen` cannot change without a
+//! The reload is atomic: every new or changed controller is loaded and checked first,
+//! and only then is any running actor told anything. A file that does not parse, or one
+//! of whose controllers fails to load, is refused with the error in the log, and the old
+//! configuration, controllers and `init` arguments all stay. Under `run --watch`, the
+//! sources of controllers a reload adds are watched too. `listen` cannot change without a
 //! restart (logged).
 
 use std::collections::HashSet;
@@ -15,13 +18,34 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::config::Config;
-use crate::controller::{self, Outbound};
+use crate::config::{Config, ConfigError};
+use crate::controller::{ControllerHandle, LoadError, Outbound, Prepared};
 use crate::server::{Server, Table};
 use crate::watch::{self, Target, Watch};
 
 /// Close code and reason for connections whose route was removed.
 const ROUTE_REMOVED: (u16, &str) = (1001, "route removed");
+
+/// Why a routes.toml reload was refused.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    /// The file does not parse or validate.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A new or changed controller does not load.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+/// What a reload does with one controller of the new file.
+enum Step<'a> {
+    /// Unchanged: the running instance goes on.
+    Keep(&'a ControllerHandle),
+    /// Same file, other arguments: this version replaces the running one.
+    Swap(Prepared, &'a ControllerHandle),
+    /// A new controller: started once everything has loaded.
+    Start(Prepared),
+}
 
 /// Keeps the routes-file watcher alive.
 pub struct RoutesWatcher {
@@ -43,22 +67,26 @@ impl Server {
     /// Re-reads the routes file and applies it (see the module docs).
     pub async fn reload_routes(&self) {
         let span = tracing::info_span!("routes_reload", file = %self.routes_file().display());
-        let _ = tracing::Instrument::instrument(self.reload_routes_inner(), span).await;
+        let result = tracing::Instrument::instrument(self.reload_routes_inner(), span.clone()).await;
+        if let Err(error) = result {
+            span.in_scope(|| tracing::error!(%error, "routes.toml refused; the old routes stay"));
+        }
     }
 
-    async fn reload_routes_inner(&self) -> Result<(), ()> {
+    async fn reload_routes_inner(&self) -> Result<(), Refused> {
         let started = Instant::now();
         let old = self.table();
-        let mut config = Config::load(self.routes_file()).map_err(|error| {
-            tracing::error!(%error, "routes.toml refused; the old routes stay");
-        })?;
+        let mut config = Config::load(self.routes_file())?;
         if config.listen != old.config.listen {
             tracing::warn!(old = %old.config.listen, new = %config.listen, "`listen` changes need a restart; still listening on the old address");
         }
         // The address actually bound, as controllers' `init` should see it.
         config.listen = old.config.listen;
 
-        let mut controllers = Vec::with_capacity(config.controllers.len());
+        // Every new version is loaded and checked before anything running is told: a
+        // failure leaves the old routes and the old controllers (with their `init`
+        // arguments) as they were.
+        let mut plan = Vec::with_capacity(config.controllers.len());
         for spec in &config.controllers {
             let kept = old
                 .config
@@ -66,29 +94,25 @@ impl Server {
                 .iter()
                 .position(|o| o.wasm == spec.wasm)
                 .map(|i| (&old.config.controllers[i], &old.controllers[i]));
-            let handle = match kept {
-                Some((old_spec, handle)) if old_spec == spec => handle.clone(),
-                Some((_, handle)) => {
-                    // Same file, new name, routes or config: a reload in place, so `init`
-                    // sees the new arguments and the connections stay.
-                    controller::reload_in_place(&self.runtime, spec, handle)
-                        .await
-                        .map_err(|error| tracing::error!(%error, "routes.toml refused; the old routes stay"))?;
+            let step = match kept {
+                Some((old_spec, handle)) if old_spec == spec => Step::Keep(handle),
+                // Same file, new name, routes or config: a reload in place, so `init`
+                // sees the new arguments and the connections stay.
+                Some((_, handle)) => Step::Swap(Prepared::load(&self.runtime, spec).await?, handle),
+                None => Step::Start(Prepared::load(&self.runtime, spec).await?),
+            };
+            plan.push(step);
+        }
+        let mut controllers = Vec::with_capacity(plan.len());
+        for step in plan {
+            controllers.push(match step {
+                Step::Keep(handle) => handle.clone(),
+                Step::Swap(prepared, handle) => {
+                    prepared.swap_into(handle).await;
                     handle.clone()
                 }
-                None => {
-                    let mut started = controller::start_all(
-                        &self.runtime,
-                        std::slice::from_ref(spec),
-                    )
-                    .await
-                    .map_err(
-                        |error| tracing::error!(%error, "routes.toml refused; the old routes stay"),
-                    )?;
-                    started.remove(0)
-                }
-            };
-            controllers.push(handle);
+                Step::Start(prepared) => prepared.start(&self.runtime),
+            });
         }
 
         let names: HashSet<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
@@ -101,6 +125,7 @@ impl Server {
             .collect();
         let routes = config.routes.len();
         self.set_table(Table::new(&self.runtime, config, controllers));
+        self.rewatch_sources();
         let mut closed = 0;
         for (route, outbound) in self.open_connections().values() {
             if removed.contains(route) {

@@ -36,9 +36,13 @@ use crate::controller::{
     self, ConnectionInfo, ControllerHandle, LoadError, Outbound, OutboundHandle, OutboundQueue,
     Runtime, outbound_queue,
 };
-use crate::filter::{Check, proxy};
-use crate::handshake::{Accepted, Rejection, Request};
+use http::HeaderValue;
+use http::header::RETRY_AFTER;
+
+use crate::filter::{Check, ClientKey, Consumed, proxy};
+use crate::handshake::Accepted;
 use crate::limits::Limits;
+use crate::request::{Attributes, Rejection, Request};
 use crate::socket::{ReadGate, Socket};
 use crate::{connection, handshake};
 
@@ -67,6 +71,12 @@ pub struct Server {
     sockets: AtomicUsize,
     /// Connections per route name (admitted, not yet closed), for a route's cap.
     per_route: Mutex<HashMap<String, usize>>,
+    /// Sockets in their handshake per client address, for
+    /// `max-handshakes-per-address`.
+    handshaking: Mutex<HashMap<ClientKey, usize>>,
+    /// `run --watch`: the watcher of the current controllers' sources, replaced when a
+    /// routes.toml reload changes the controllers.
+    sources: Mutex<Option<controller::SourceWatcher>>,
 }
 
 /// One version of the configuration and the controllers it uses.
@@ -160,10 +170,28 @@ impl Drop for RouteSlot<'_> {
     }
 }
 
+/// Holds one place in an address's count of sockets in their handshake.
+struct HandshakeSlot<'a> {
+    server: &'a Server,
+    key: ClientKey,
+}
+
+impl Drop for HandshakeSlot<'_> {
+    fn drop(&mut self) {
+        let mut counts = self.server.handshake_counts();
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// The refusal for a request past a connection cap.
 fn at_capacity(what: &str) -> Rejection {
     Rejection::new(503, format!("{what} is at its connection limit"))
-        .with_header("Retry-After", "1")
+        .with_header(RETRY_AFTER, HeaderValue::from_static("1"))
 }
 
 impl Server {
@@ -185,6 +213,8 @@ impl Server {
             idle: Notify::new(),
             sockets: AtomicUsize::new(0),
             per_route: Mutex::new(HashMap::new()),
+            handshaking: Mutex::new(HashMap::new()),
+            sources: Mutex::new(None),
         }))
     }
 
@@ -201,6 +231,27 @@ impl Server {
     /// Replaces the table (a routes.toml reload).
     pub(crate) fn set_table(&self, table: Table) {
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+    }
+
+    /// The development loop of `run --watch`: rebuild a controller when one of its
+    /// `watch` sources changes, for the current controllers and those later reloads add.
+    pub fn watch_sources(&self) -> Result<(), notify::Error> {
+        let watcher = controller::watch_sources(self.table().config.controllers.clone())?;
+        *self.sources.lock().unwrap_or_else(|p| p.into_inner()) = Some(watcher);
+        Ok(())
+    }
+
+    /// After a routes.toml reload: watch the sources of the new set of controllers, if
+    /// sources are watched at all.
+    pub(crate) fn rewatch_sources(&self) {
+        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        if sources.is_none() {
+            return;
+        }
+        match controller::watch_sources(self.table().config.controllers.clone()) {
+            Ok(watcher) => *sources = Some(watcher),
+            Err(error) => tracing::warn!(%error, "--watch: cannot watch the new controllers' sources; the old watch stays"),
+        }
     }
 
     /// The routes file the server was started from.
@@ -329,6 +380,22 @@ impl Server {
         let sockets = self.sockets.fetch_add(1, Ordering::AcqRel) + 1;
         let socket_slot = SocketSlot(self);
         let limits = &self.table().config;
+        // Both caps are checked before the request is read: a socket that says nothing
+        // must not hold a place that a client who speaks is then refused.
+        let handshake_slot = if sockets > limits.max_connections {
+            Err(at_capacity("the server"))
+        } else {
+            self.take_handshake_slot(peer, limits)
+        };
+        let handshake_slot = match handshake_slot {
+            Ok(slot) => slot,
+            Err(rejection) => {
+                tracing::info!(status = rejection.status, reason = %rejection.body, "refused at accept");
+                drop(socket_slot); // as below
+                handshake::reject_unread(&mut stream, &rejection).await;
+                return None;
+            }
+        };
         // Boxed: the request reader holds a read buffer, and as an inline part of this
         // task it would stay allocated (part of the task's size) for the connection's life.
         let head = tokio::time::timeout(
@@ -355,11 +422,7 @@ impl Server {
         };
         tracing::Span::current().record("path", request.path.as_str());
         let table = self.table();
-        let admitted = if sockets > table.config.max_connections {
-            Err(at_capacity("the server"))
-        } else {
-            self.admit(&table, &request, peer, id).await
-        };
+        let admitted = self.admit(&table, &request, peer, id).await;
         let (accepted, info, controller, route_slot) = match admitted {
             Ok(admitted) => admitted,
             Err(rejection) => {
@@ -375,6 +438,7 @@ impl Server {
             tracing::debug!(%error, "client left during the upgrade");
             return None;
         }
+        drop(handshake_slot);
         self.active.fetch_add(1, Ordering::AcqRel);
         let active = ActiveGuard(self);
         let route = &table.config.routes[accepted.selected.route];
@@ -403,6 +467,35 @@ impl Server {
             limits,
             slots: (socket_slot, route_slot, active),
         })
+    }
+
+    fn handshake_counts(&self) -> std::sync::MutexGuard<'_, HashMap<ClientKey, usize>> {
+        self.handshaking.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a place in the count of `peer`'s sockets in their handshake, or refuses
+    /// past `max-handshakes-per-address`. A trusted proxy speaks for many clients, so it
+    /// is not counted (`None`).
+    fn take_handshake_slot(
+        &self,
+        peer: SocketAddr,
+        config: &Config,
+    ) -> Result<Option<HandshakeSlot<'_>>, Rejection> {
+        if config.trusted_proxies.iter().any(|c| c.contains(peer.ip())) {
+            return Ok(None);
+        }
+        let key = ClientKey::of(peer.ip(), 64);
+        let mut counts = self.handshake_counts();
+        let n = counts.entry(key).or_insert(0);
+        if *n >= config.max_handshakes_per_address {
+            return Err(Rejection::new(
+                503,
+                "too many unfinished handshakes from your address",
+            )
+            .with_header(RETRY_AFTER, HeaderValue::from_static("1")));
+        }
+        *n += 1;
+        Ok(Some(HandshakeSlot { server: self, key }))
     }
 
     fn route_counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
@@ -459,15 +552,23 @@ impl Server {
         span.record("controller", controller.name());
         let slot = self.take_route_slot(route)?;
 
-        let client = proxy::client(peer, request, &config.trusted_proxies);
-        let mut attributes = vec![("route".to_owned(), route.name.clone())];
+        let client = proxy::client(
+            peer,
+            request,
+            &config.trusted_proxies,
+            config.forwarded_header,
+        );
+        let mut attributes = Attributes::default();
+        attributes.set("route", route.name.as_str());
         for (i, capture) in accepted.selected.captures.iter().enumerate() {
-            attributes.push((format!("match.{}", i + 1), capture.clone()));
+            attributes.set(format!("match.{}", i + 1), capture.as_str());
         }
         let mut check = Check {
             request,
             client: &client,
             attributes: &mut attributes,
+            claims: serde_json::Map::new(),
+            consumed: Consumed::default(),
             now: std::time::Instant::now(),
         };
         let global = config
@@ -478,14 +579,15 @@ impl Server {
         for filter in global.chain(&route.filters) {
             filter.check(&mut check)?;
         }
+        let (headers, query) = check.consumed.strip(request);
 
         let mut info = ConnectionInfo {
             id,
             path: request.path.clone(),
-            query: request.query.clone(),
+            query,
             protocol: accepted.selected.protocol.clone(),
             remote_addr: client.display,
-            headers: request.headers.clone(),
+            headers,
             attributes,
         };
         if controller.has_handshake_hook() {

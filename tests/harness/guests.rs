@@ -19,6 +19,8 @@ pub(crate) struct Guests {
     pub(crate) chat: PathBuf,
     /// examples/test-controllers/probe.
     pub(crate) probe: PathBuf,
+    /// The probe built with feature `hook`: also exports the handshake hook.
+    pub(crate) probe_hook: PathBuf,
     /// examples/auth (exports the handshake hook).
     pub(crate) auth: PathBuf,
     /// examples/ticker (lifecycle + timers).
@@ -84,6 +86,11 @@ fn build_guests() -> Result<Guests> {
             "hostile",
         ],
     )?;
+    cargo_build(&target_dir, &["-p", "probe", "--features", "hook"])?;
+    let probe_hook = variants.join("probe-hook.wasm");
+    std::fs::copy(dir.join("probe.wasm"), &probe_hook).context("copying the hook build")?;
+    // The plain probe last, so that probe.wasm is the plain build again.
+    cargo_build(&target_dir, &["-p", "probe"])?;
     // The lifecycle controller in three builds; each is copied out before the next one
     // overwrites lifecycle.wasm.
     let mut lifecycle = Vec::new();
@@ -109,6 +116,7 @@ fn build_guests() -> Result<Guests> {
         echo: dir.join("echo.wasm"),
         chat: dir.join("chat.wasm"),
         probe: dir.join("probe.wasm"),
+        probe_hook,
         auth: dir.join("auth.wasm"),
         ticker: dir.join("ticker.wasm"),
         hostile: dir.join("hostile.wasm"),

@@ -32,8 +32,7 @@ use super::component::{Instance, Loaded};
 use super::engine::Runtime;
 use super::store::{ConnEntry, HostState, end_call, start_call};
 use super::{ConnectionId, ConnectionInfo, ControllerHandle, Event, Outbound, Reload};
-use crate::filter::set_attribute;
-use crate::handshake::Rejection;
+use crate::request::{Attributes, Rejection};
 
 /// Close reason sent with 1011 when the controller trapped on the connection's event.
 const TRAP_REASON: &str = "controller error";
@@ -358,10 +357,7 @@ impl Actor {
     }
 
     /// Runs `on-handshake` for a request; returns the final attributes or the refusal.
-    async fn handshake(
-        &mut self,
-        mut info: ConnectionInfo,
-    ) -> Result<Vec<(String, String)>, Rejection> {
+    async fn handshake(&mut self, mut info: ConnectionInfo) -> Result<Attributes, Rejection> {
         if self.instance.handshake.is_none() {
             return Ok(info.attributes);
         }
@@ -371,7 +367,7 @@ impl Actor {
             headers: info.headers.clone(),
             remote_addr: info.remote_addr.clone(),
             protocol: info.protocol.clone(),
-            attributes: info.attributes.clone(),
+            attributes: info.attributes.as_slice().to_vec(),
         };
         start_call(&mut self.store, self.loaded.sandbox.call_deadline);
         let hook = self.instance.handshake.as_ref().expect("checked above");
@@ -380,11 +376,11 @@ impl Actor {
         match result {
             Ok(Ok(added)) => {
                 for (name, value) in added {
-                    set_attribute(&mut info.attributes, name, value);
+                    info.attributes.set(name, value);
                 }
                 Ok(info.attributes)
             }
-            Ok(Err(response)) => Err(refusal(response)),
+            Ok(Err(response)) => Err(refusal(&self.loaded.name, response)),
             Err(error) => {
                 self.log_trap("on-handshake", None, &error);
                 self.replace_instance().await;
@@ -499,21 +495,32 @@ async fn restore(
     }
 }
 
-/// The HTTP refusal a guest's `on-handshake` asked for; statuses outside 400-599 are
-/// not refusals, so they become 500.
-fn refusal(response: HandshakeResponse) -> Rejection {
-    let status = if (400..=599).contains(&response.status) {
-        response.status
-    } else {
+/// The HTTP refusal a guest's `on-handshake` asked for. A status outside 400-599 is not
+/// a refusal, and a header that is not a valid HTTP header (a CR or LF in its value
+/// would let the guest write its own response lines) cannot be sent: both answer 500,
+/// logged with the controller's name.
+fn refusal(controller: &str, response: HandshakeResponse) -> Rejection {
+    if !(400..=599).contains(&response.status) {
         tracing::warn!(
+            controller,
             status = response.status,
             "on-handshake refused with a status that is not an HTTP error; answering 500"
         );
-        500
-    };
-    let mut rejection = Rejection::new(status, response.body);
-    for (name, value) in response.headers {
-        rejection = rejection.with_header(&name, value);
+        return Rejection::new(500, "controller error");
+    }
+    let mut rejection = Rejection::new(response.status, response.body);
+    for (name, value) in &response.headers {
+        rejection = match rejection.with_text_header(name, value) {
+            Ok(rejection) => rejection,
+            Err(error) => {
+                tracing::warn!(
+                    controller,
+                    %error,
+                    "on-handshake refused with a header that cannot be sent; answering 500"
+                );
+                return Rejection::new(500, "controller error");
+            }
+        };
     }
     rejection
 }
@@ -545,10 +552,7 @@ async fn instantiate_with_retry(
 
 /// The value of attribute `name` of a connection.
 pub(crate) fn attribute<'a>(info: &'a ConnectionInfo, name: &str) -> Option<&'a str> {
-    info.attributes
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+    info.attributes.get(name)
 }
 
 #[cfg(test)]

@@ -99,7 +99,7 @@ impl Host for HostState {
             protocol: info.protocol.clone(),
             remote_addr: info.remote_addr.clone(),
             headers: info.headers.clone(),
-            attributes: info.attributes.clone(),
+            attributes: info.attributes.as_slice().to_vec(),
         })
     }
 

@@ -30,7 +30,7 @@ pub use outbound::{Outbound, OutboundHandle, OutboundQueue, QueueError, outbound
 pub use reload::{ReloadWatcher, SourceWatcher, reload_in_place, watch, watch_sources};
 
 use crate::config::ControllerSpec;
-use crate::handshake::Rejection;
+use crate::request::{Attributes, Rejection};
 
 /// Identifies a connection for the lifetime of the process (never reused).
 pub type ConnectionId = u64;
@@ -42,16 +42,17 @@ pub struct ConnectionInfo {
     pub id: ConnectionId,
     /// Request path without the query.
     pub path: String,
-    /// Query string without `?`.
+    /// Query string without `?` (without the token a `bearer` filter consumed).
     pub query: String,
     /// Negotiated sub-protocol.
     pub protocol: Option<String>,
     /// Peer address.
     pub remote_addr: String,
-    /// Request headers, names lower-case, in order.
+    /// Request headers, names lower-case, in order (without the credentials a `bearer`
+    /// filter consumed).
     pub headers: Vec<(String, String)>,
     /// Host-set attributes (`route`, `match.N`, filter results).
-    pub attributes: Vec<(String, String)>,
+    pub attributes: Attributes,
 }
 
 /// Something that happened on a connection, queued for its controller.
@@ -94,7 +95,7 @@ pub enum Event {
         /// The connection-to-be (its id is not open yet).
         info: Box<ConnectionInfo>,
         /// Where the verdict goes: the final attributes, or the refusal.
-        reply: oneshot::Sender<Result<Vec<(String, String)>, Rejection>>,
+        reply: oneshot::Sender<Result<Attributes, Rejection>>,
     },
     /// The server is shutting down: call `on-shutdown`, then report `done`.
     Shutdown {
@@ -153,7 +154,7 @@ impl ControllerHandle {
     pub async fn handshake(
         &self,
         info: &ConnectionInfo,
-    ) -> Result<Vec<(String, String)>, Rejection> {
+    ) -> Result<Attributes, Rejection> {
         let (reply, verdict) = oneshot::channel();
         let gone = || Rejection::new(503, "controller unavailable");
         self.events
@@ -192,17 +193,46 @@ impl ControllerHandle {
     }
 }
 
+/// A controller version built, compiled, linked and trial-instantiated, but not running
+/// yet: the first half of a start or a reload. A routes.toml reload prepares every new
+/// version before it starts or swaps any, so a failure changes nothing.
+pub struct Prepared(Reload);
+
+impl Prepared {
+    /// Builds (if `spec` has a build command), compiles, links and trial-instantiates
+    /// `spec`.
+    pub async fn load(runtime: &Runtime, spec: &ControllerSpec) -> Result<Self, LoadError> {
+        let started = tokio::time::Instant::now();
+        let loaded = runtime.load(spec).await?;
+        Ok(Self(Reload { loaded, started }))
+    }
+
+    /// Starts an actor running this version.
+    pub fn start(self, runtime: &Runtime) -> ControllerHandle {
+        let loaded = self.0.loaded;
+        tracing::info!(controller = %loaded.name, wasm = %loaded.path.display(), "controller loaded");
+        actor::spawn(runtime.clone(), loaded)
+    }
+
+    /// Queues this version to replace the one running behind `handle`, behind the
+    /// events already queued.
+    pub async fn swap_into(self, handle: &ControllerHandle) {
+        let name = self.0.loaded.name.clone();
+        if handle.events().send(Event::Reload(Box::new(self.0))).await.is_err() {
+            tracing::warn!(controller = %name, "controller stopped; reload dropped");
+        }
+    }
+}
+
 /// Loads every controller of a config and starts its actor. Build commands run first;
-/// any failure aborts with an error naming the controller.
+/// any failure aborts with an error naming the controller, before any actor starts.
 pub async fn start_all(
     runtime: &Runtime,
     specs: &[ControllerSpec],
 ) -> Result<Vec<ControllerHandle>, LoadError> {
-    let mut handles = Vec::with_capacity(specs.len());
+    let mut prepared = Vec::with_capacity(specs.len());
     for spec in specs {
-        let loaded = runtime.load(spec).await?;
-        handles.push(actor::spawn(runtime.clone(), loaded));
-        tracing::info!(controller = %spec.name, wasm = %spec.wasm.display(), "controller loaded");
+        prepared.push(Prepared::load(runtime, spec).await?);
     }
-    Ok(handles)
+    Ok(prepared.into_iter().map(|p| p.start(runtime)).collect())
 }

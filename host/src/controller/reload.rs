@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use super::build_step;
 use super::engine::{LoadError, Runtime};
-use super::{ControllerHandle, Event, Reload};
+use super::{ControllerHandle, Prepared};
 use crate::config::ControllerSpec;
 use crate::watch::{self, Target, Watch};
 
@@ -96,19 +96,13 @@ pub fn watch_sources(specs: Vec<ControllerSpec>) -> Result<SourceWatcher, notify
 }
 
 /// Loads `spec` (building it first if it has a build command) and queues it as a new
-/// version of the controller behind `handle`: for a changed file, and when routes.toml
-/// changes a controller's name, routes or config. An error leaves the running version
-/// alone.
+/// version of the controller behind `handle`, for a changed file. An error leaves the
+/// running version alone.
 pub async fn reload_in_place(
     runtime: &Runtime,
     spec: &ControllerSpec,
     handle: &ControllerHandle,
 ) -> Result<(), LoadError> {
-    let started = Instant::now();
-    let loaded = runtime.load(spec).await?;
-    let event = Event::Reload(Box::new(Reload { loaded, started }));
-    if handle.events().send(event).await.is_err() {
-        tracing::warn!(controller = %spec.name, "controller stopped; reload dropped");
-    }
+    Prepared::load(runtime, spec).await?.swap_into(handle).await;
     Ok(())
 }

@@ -13,22 +13,30 @@
 //! (`public-key-file`). Only the configured algorithm is accepted, so `alg: none` and
 //! algorithm confusion (an HS256 token signed with the RSA public key) are refused;
 //! `exp` is required and `exp`/`nbf` are checked with `leeway-secs` (default 5);
-//! `issuer`/`audience` are checked when set. The `user-claim` (default `sub`) becomes
+//! `issuer`/`audience`, when set, are required: a token without them, or with a value
+//! of the wrong type (`aud: 123`, `aud: null`), fails like one with the wrong value
+//! (`wrong issuer` / `wrong audience`); `aud` may be a string or an array of strings. The `user-claim` (default `sub`) becomes
 //! `user`, and every claim listed in `claims` becomes `claims.NAME` (strings as they are,
 //! other JSON values as JSON). **Static** (`tokens-file` set, for development): a file of
 //! `TOKEN USER` lines (`#` comments); the token's user becomes `user`.
 //!
 //! No token: anonymous (no `user`) unless `required = true` (401). A token that fails:
-//! 401 with `WWW-Authenticate: Bearer error="invalid_token"`.
+//! 401 with `WWW-Authenticate: Bearer error="invalid_token"`. Once a token was found,
+//! every place this filter looks for one (the `Authorization` header, the query
+//! parameter, the protocol entries) is removed from what the controller sees: a token is
+//! a credential for the host, and a controller that logs its requests must not leak it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use http::HeaderValue;
+use http::header::WWW_AUTHENTICATE;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use crate::handshake::{Rejection, Request};
+use super::Check;
+use crate::request::{Rejection, Request};
 
 /// Keys of `kind = "bearer"`.
 #[derive(Debug, Deserialize)]
@@ -82,6 +90,8 @@ enum Verifier {
     Jwt {
         key: Box<DecodingKey>,
         validation: Box<Validation>,
+        issuer: Option<String>,
+        audience: Option<String>,
         user_claim: String,
         claims: Vec<String>,
     },
@@ -129,42 +139,60 @@ impl BearerFilter {
         })
     }
 
-    /// Finds and checks the token; adds `user` and `claims.*` on success.
-    pub(super) fn check(
-        &self,
-        request: &Request,
-        attributes: &mut Vec<(String, String)>,
-    ) -> Result<(), Rejection> {
-        let Some(token) = self.find_token(request) else {
+    /// Finds and checks the token; adds `user` and `claims.*` on success, and records
+    /// where tokens are to be removed from.
+    pub(super) fn check(&self, cx: &mut Check<'_>) -> Result<(), Rejection> {
+        let Some(token) = self.find_token(cx.request) else {
             return if self.required {
                 Err(Rejection::new(401, "a bearer token is required")
-                    .with_header("WWW-Authenticate", "Bearer"))
+                    .with_header(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")))
             } else {
                 Ok(())
             };
         };
+        for source in &self.from {
+            match source {
+                Source::Header => cx.consumed.authorization = true,
+                Source::Query => cx.consumed.query_params.push(self.query_param.clone()),
+                Source::Protocol => cx
+                    .consumed
+                    .protocol_prefixes
+                    .push(self.protocol_prefix.clone()),
+            }
+        }
         let verified = match &self.verifier {
             Verifier::Static(tokens) => tokens
                 .get(&token)
-                .map(|user| vec![("user".to_owned(), user.clone())])
+                .map(|user| {
+                    cx.attributes.set("user", user.clone());
+                })
                 .ok_or_else(|| "unknown token".to_owned()),
             Verifier::Jwt {
                 key,
                 validation,
+                issuer,
+                audience,
                 user_claim,
                 claims,
-            } => verify_jwt(&token, key, validation, user_claim, claims),
+            } => verify_jwt(&token, key, validation, issuer.as_deref(), audience.as_deref())
+                .map(|payload| {
+                    if let Some(user) = payload.get(user_claim) {
+                        cx.attributes.set("user", claim_text(user));
+                    }
+                    for name in claims {
+                        if let Some(value) = payload.get(name) {
+                            cx.attributes.set(format!("claims.{name}"), claim_text(value));
+                        }
+                    }
+                    cx.claims = payload;
+                }),
         };
-        match verified {
-            Ok(found) => {
-                for (name, value) in found {
-                    super::set_attribute(attributes, name, value);
-                }
-                Ok(())
-            }
-            Err(why) => Err(Rejection::new(401, format!("invalid token: {why}"))
-                .with_header("WWW-Authenticate", "Bearer error=\"invalid_token\"")),
-        }
+        verified.map_err(|why| {
+            Rejection::new(401, format!("invalid token: {why}")).with_header(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            )
+        })
     }
 
     fn find_token(&self, request: &Request) -> Option<String> {
@@ -249,40 +277,50 @@ fn jwt_verifier(raw: &Raw, alg: &str, base: &Path) -> Result<Verifier, String> {
     validation.leeway = raw.leeway_secs.unwrap_or(5);
     validation.validate_nbf = true;
     validation.set_required_spec_claims(&["exp"]);
-    if let Some(iss) = &raw.issuer {
-        validation.set_issuer(&[iss]);
-    }
-    match &raw.audience {
-        Some(aud) => validation.set_audience(&[aud]),
-        None => validation.validate_aud = false,
-    }
+    // `iss` and `aud` are checked by `verify_jwt`, which requires them when configured:
+    // the library checks them only when the token has them.
+    validation.validate_aud = false;
     Ok(Verifier::Jwt {
         key: Box::new(key),
         validation: Box::new(validation),
+        issuer: raw.issuer.clone(),
+        audience: raw.audience.clone(),
         user_claim: raw.user_claim.clone().unwrap_or_else(|| "sub".to_owned()),
         claims: raw.claims.clone(),
     })
 }
 
+/// The claims of a token whose signature, algorithm, `exp`/`nbf`, and (when configured)
+/// `iss` and `aud` are right.
 fn verify_jwt(
     token: &str,
     key: &DecodingKey,
     validation: &Validation,
-    user_claim: &str,
-    claims: &[String],
-) -> Result<Vec<(String, String)>, String> {
-    let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, key, validation)
-        .map_err(|e| describe(&e))?;
-    let mut found = Vec::new();
-    if let Some(user) = data.claims.get(user_claim).map(claim_text) {
-        found.push(("user".to_owned(), user));
+    issuer: Option<&str>,
+    audience: Option<&str>,
+) -> Result<Map<String, Value>, String> {
+    let payload = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
+        .map_err(|e| describe(&e))?
+        .claims;
+    if let Some(issuer) = issuer
+        && payload.get("iss").and_then(Value::as_str) != Some(issuer)
+    {
+        return Err("wrong issuer".to_owned());
     }
-    for name in claims {
-        if let Some(value) = data.claims.get(name) {
-            found.push((format!("claims.{name}"), claim_text(value)));
+    if let Some(audience) = audience {
+        let listed = match payload.get("aud") {
+            Some(Value::String(aud)) => aud == audience,
+            Some(Value::Array(list)) => {
+                list.iter().all(Value::is_string)
+                    && list.iter().any(|a| a.as_str() == Some(audience))
+            }
+            _ => false,
+        };
+        if !listed {
+            return Err("wrong audience".to_owned());
         }
     }
-    Ok(found)
+    Ok(payload)
 }
 
 fn describe(error: &jsonwebtoken::errors::Error) -> String {

@@ -17,13 +17,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
+use http::HeaderValue;
+use http::header::WWW_AUTHENTICATE;
 use serde::Deserialize;
+use serde_json::Value;
 
 pub use bearer::BearerFilter;
 pub use origin::OriginFilter;
-pub use rate_limit::RateLimit;
+pub use rate_limit::{ClientKey, RateLimit};
 
-use crate::handshake::{Rejection, Request};
+use crate::request::{Attributes, Rejection, Request};
 use proxy::Client;
 
 /// One configured filter.
@@ -49,13 +52,17 @@ pub enum Filter {
 }
 
 /// `kind = "authorize"`: requires a `user` attribute (401 without), and for each entry
-/// of `claims`, that attribute `claims.NAME` holds one of the listed values (403
-/// otherwise; a JSON array claim passes if any element is listed).
+/// of `claims`, that the verified token's claim NAME equals one of the listed values
+/// (403 otherwise). Values compare with their JSON types: `role = ["admin"]` is met by
+/// the string claim `"admin"` or an array claim holding `"admin"`, never by the string
+/// `'["admin"]'`; `level = [3]` needs the number 3. Only claims a `bearer` filter
+/// verified count: an attribute named `claims.role` set any other way (a `header`
+/// filter's `attribute`) is not a claim.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Authorize {
     #[serde(default)]
-    claims: BTreeMap<String, Vec<String>>,
+    claims: BTreeMap<String, Vec<Value>>,
 }
 
 /// `kind = "header"`: `name` (required) is the header; `equals` or `one-of` restrict its
@@ -98,9 +105,66 @@ pub struct Check<'a> {
     /// The effective client.
     pub client: &'a Client,
     /// Attributes so far; filters add to them.
-    pub attributes: &'a mut Vec<(String, String)>,
+    pub attributes: &'a mut Attributes,
+    /// The claims of the token a `bearer` filter verified, with their JSON types.
+    pub claims: serde_json::Map<String, Value>,
+    /// Where credentials were found, to remove before the controller sees the request.
+    pub consumed: Consumed,
     /// The time of the check (for rate limits).
     pub now: Instant,
+}
+
+/// The places a `bearer` filter took a token from. A token is for the host, not the
+/// controller: [`Consumed::strip`] removes them from the headers and query the
+/// controller (its `connection-info` and its handshake hook) sees.
+#[derive(Debug, Default)]
+pub struct Consumed {
+    /// The `Authorization` header.
+    authorization: bool,
+    /// Query parameters by name.
+    query_params: Vec<String>,
+    /// `Sec-WebSocket-Protocol` entries by prefix.
+    protocol_prefixes: Vec<String>,
+}
+
+impl Consumed {
+    /// `request`'s headers and query without the consumed credentials.
+    pub fn strip(&self, request: &Request) -> (Vec<(String, String)>, String) {
+        let mut headers = Vec::with_capacity(request.headers.len());
+        for (name, value) in &request.headers {
+            match name.as_str() {
+                "authorization" if self.authorization => {}
+                "sec-websocket-protocol" if !self.protocol_prefixes.is_empty() => {
+                    let kept: Vec<&str> = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|p| {
+                            !p.is_empty()
+                                && !self.protocol_prefixes.iter().any(|x| p.starts_with(x.as_str()))
+                        })
+                        .collect();
+                    if !kept.is_empty() {
+                        headers.push((name.clone(), kept.join(", ")));
+                    }
+                }
+                _ => headers.push((name.clone(), value.clone())),
+            }
+        }
+        let query = if self.query_params.is_empty() {
+            request.query.clone()
+        } else {
+            request
+                .query
+                .split('&')
+                .filter(|pair| {
+                    let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
+                    !self.query_params.iter().any(|name| name == key)
+                })
+                .collect::<Vec<_>>()
+                .join("&")
+        };
+        (headers, query)
+    }
 }
 
 impl Filter {
@@ -144,8 +208,8 @@ impl Filter {
         match self {
             Self::Deny { status, body } => Err(Rejection::new(*status, body.clone())),
             Self::Origin(f) => f.check(cx.request.header("origin")),
-            Self::Bearer(f) => f.check(cx.request, cx.attributes),
-            Self::Authorize(f) => f.check(cx.attributes),
+            Self::Bearer(f) => f.check(cx),
+            Self::Authorize(f) => f.check(cx.attributes, &cx.claims),
             Self::Header(f) => f.check(cx.request, cx.attributes),
             Self::RateLimit(f) => f.check(cx.client.ip, cx.now),
         }
@@ -153,17 +217,21 @@ impl Filter {
 }
 
 impl Authorize {
-    fn check(&self, attributes: &[(String, String)]) -> Result<(), Rejection> {
-        if attribute(attributes, "user").is_none() {
+    fn check(
+        &self,
+        attributes: &Attributes,
+        claims: &serde_json::Map<String, Value>,
+    ) -> Result<(), Rejection> {
+        if attributes.get("user").is_none() {
             return Err(Rejection::new(401, "authentication required")
-                .with_header("WWW-Authenticate", "Bearer"));
+                .with_header(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
         for (claim, allowed) in &self.claims {
-            let value = attribute(attributes, &format!("claims.{claim}"));
-            let ok = value.is_some_and(|v| match serde_json::from_str::<Vec<String>>(v) {
-                Ok(list) => list.iter().any(|item| allowed.contains(item)),
-                Err(_) => allowed.iter().any(|a| a == v),
-            });
+            let ok = match claims.get(claim) {
+                Some(Value::Array(items)) => items.iter().any(|item| allowed.contains(item)),
+                Some(value) => allowed.contains(value),
+                None => false,
+            };
             if !ok {
                 return Err(Rejection::new(403, "not authorized"));
             }
@@ -176,7 +244,7 @@ impl HeaderFilter {
     fn check(
         &self,
         request: &Request,
-        attributes: &mut Vec<(String, String)>,
+        attributes: &mut Attributes,
     ) -> Result<(), Rejection> {
         let value = request.header(&self.name);
         let restricted = self.equals.is_some() || self.one_of.is_some();
@@ -199,27 +267,12 @@ impl HeaderFilter {
                     return refuse();
                 }
                 if let Some(name) = &self.attribute {
-                    set_attribute(attributes, name.clone(), v.to_owned());
+                    attributes.set(name.clone(), v);
                 }
             }
         }
         Ok(())
     }
-}
-
-/// Sets `name` to `value`, replacing an earlier value.
-pub(crate) fn set_attribute(attributes: &mut Vec<(String, String)>, name: String, value: String) {
-    match attributes.iter_mut().find(|(k, _)| *k == name) {
-        Some(slot) => slot.1 = value,
-        None => attributes.push((name, value)),
-    }
-}
-
-fn attribute<'a>(attributes: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    attributes
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
 }
 
 #[cfg(test)]
@@ -231,10 +284,15 @@ mod tests {
         Filter::from_toml(value, Path::new("/nonexistent"))
     }
 
-    fn run(
+    fn run(f: &Filter, headers: &[(&str, &str)], attrs: &mut Attributes) -> Result<(), Rejection> {
+        run_with_claims(f, headers, attrs, serde_json::Map::new())
+    }
+
+    fn run_with_claims(
         f: &Filter,
         headers: &[(&str, &str)],
-        attrs: &mut Vec<(String, String)>,
+        attrs: &mut Attributes,
+        claims: serde_json::Map<String, Value>,
     ) -> Result<(), Rejection> {
         let request = Request {
             method: "GET".to_owned(),
@@ -254,6 +312,8 @@ mod tests {
             request: &request,
             client: &client,
             attributes: attrs,
+            claims,
+            consumed: Consumed::default(),
             now: Instant::now(),
         })
     }
@@ -290,35 +350,72 @@ mod tests {
     #[test]
     fn deny_answers_its_status_and_body() {
         let f = filter("kind = 'deny'\nstatus = 451\nbody = 'gone'").unwrap();
-        let r = run(&f, &[], &mut vec![]).unwrap_err();
+        let r = run(&f, &[], &mut Attributes::default()).unwrap_err();
         assert_eq!((r.status, r.body.as_str()), (451, "gone"));
     }
 
     #[test]
-    fn authorize_needs_a_user_and_listed_claims() {
-        let f = filter("kind = 'authorize'\nclaims = { role = ['admin'] }").unwrap();
-        assert_eq!(run(&f, &[], &mut vec![]).unwrap_err().status, 401);
-        let mut attrs = vec![("user".to_owned(), "ann".to_owned())];
+    fn authorize_needs_a_user_and_listed_claims_of_the_right_type() {
+        let f = filter("kind = 'authorize'\nclaims = { role = ['admin'], level = [3] }").unwrap();
+        assert_eq!(run(&f, &[], &mut Attributes::default()).unwrap_err().status, 401);
+        let mut attrs: Attributes = [("user", "ann")].into_iter().collect();
         assert_eq!(run(&f, &[], &mut attrs).unwrap_err().status, 403);
-        attrs.push(("claims.role".to_owned(), "admin".to_owned()));
-        assert!(run(&f, &[], &mut attrs).is_ok());
-        attrs[1].1 = r#"["user","admin"]"#.to_owned();
-        assert!(run(&f, &[], &mut attrs).is_ok());
+        let claims = |v: Value| v.as_object().unwrap().clone();
+        let ok = |c| run_with_claims(&f, &[], &mut attrs.clone(), claims(c)).is_ok();
+        assert!(ok(serde_json::json!({ "role": "admin", "level": 3 })));
+        assert!(ok(serde_json::json!({ "role": ["user", "admin"], "level": [1, 3] })));
+        assert!(!ok(serde_json::json!({ "role": "[\"admin\"]", "level": 3 })), "a string is not a list");
+        assert!(!ok(serde_json::json!({ "role": "admin", "level": "3" })), "a string is not a number");
+        assert!(!ok(serde_json::json!({ "role": "admin" })), "missing claim");
+        // An attribute named like a claim (a header filter can set one) is not a claim.
+        attrs.set("claims.role", "admin");
+        attrs.set("claims.level", "3");
+        assert_eq!(run(&f, &[], &mut attrs).unwrap_err().status, 403);
+    }
+
+    #[test]
+    fn consumed_credentials_are_stripped() {
+        let request = Request {
+            method: "GET".to_owned(),
+            path: "/".to_owned(),
+            query: "a=1&access_token=secret&b=2".to_owned(),
+            minor_version: 1,
+            headers: vec![
+                ("authorization".to_owned(), "Bearer secret".to_owned()),
+                ("sec-websocket-protocol".to_owned(), "chat, bearer.secret".to_owned()),
+                ("x-other".to_owned(), "kept".to_owned()),
+            ],
+        };
+        let consumed = Consumed {
+            authorization: true,
+            query_params: vec!["access_token".to_owned()],
+            protocol_prefixes: vec!["bearer.".to_owned()],
+        };
+        let (headers, query) = consumed.strip(&request);
+        assert_eq!(query, "a=1&b=2");
+        assert_eq!(
+            headers,
+            [
+                ("sec-websocket-protocol".to_owned(), "chat".to_owned()),
+                ("x-other".to_owned(), "kept".to_owned())
+            ]
+        );
+        assert_eq!(Consumed::default().strip(&request).0, request.headers);
     }
 
     #[test]
     fn header_requires_and_copies() {
         let f = filter("kind = 'header'\nname = 'X-Key'\none-of = ['a', 'b']\nattribute = 'key'")
             .unwrap();
-        assert_eq!(run(&f, &[], &mut vec![]).unwrap_err().status, 403);
+        assert_eq!(run(&f, &[], &mut Attributes::default()).unwrap_err().status, 403);
         assert_eq!(
-            run(&f, &[("x-key", "c")], &mut vec![]).unwrap_err().status,
+            run(&f, &[("x-key", "c")], &mut Attributes::default()).unwrap_err().status,
             403
         );
-        let mut attrs = vec![];
+        let mut attrs = Attributes::default();
         assert!(run(&f, &[("x-key", "b")], &mut attrs).is_ok());
-        assert_eq!(attrs, [("key".to_owned(), "b".to_owned())]);
+        assert_eq!(attrs.get("key"), Some("b"));
         let copy_only = filter("kind = 'header'\nname = 'x-tenant'\nattribute = 'tenant'").unwrap();
-        assert!(run(&copy_only, &[], &mut vec![]).is_ok());
+        assert!(run(&copy_only, &[], &mut Attributes::default()).is_ok());
     }
 }

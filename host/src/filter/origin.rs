@@ -9,7 +9,7 @@
 
 use serde::Deserialize;
 
-use crate::handshake::Rejection;
+use crate::request::Rejection;
 
 /// Keys of `kind = "origin"`.
 #[derive(Debug, Deserialize)]

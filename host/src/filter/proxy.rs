@@ -1,15 +1,32 @@
 //! The client's address behind reverse proxies.
 //!
-//! `Forwarded` (RFC 7239) and `X-Forwarded-For` can be written by anyone, so they are
-//! believed only when the TCP peer is in `trusted-proxies`. Then the chain of addresses
-//! (from `Forwarded: for=`, else `X-Forwarded-For`) is walked from the nearest hop
-//! outwards, skipping addresses that are themselves trusted proxies; the first untrusted
-//! one is the client. Otherwise, and whenever the headers are unusable, the client is the
-//! TCP peer.
+//! Forwarding headers can be written by anyone, so they are believed only when the TCP
+//! peer is in `trusted-proxies`, and only the one header the operator's proxies write
+//! (`forwarded-header`: `x-forwarded-for`, the default, or `forwarded`, RFC 7239): real
+//! proxies append to that header and pass every other one through untouched, so a
+//! client's own `Forwarded` next to the proxy's `X-Forwarded-For` is the client's word,
+//! not the proxy's. The chosen header's addresses are walked from the right (the hop
+//! nearest to wshost) outwards, skipping addresses that are themselves trusted proxies;
+//! the first untrusted one is the client. Otherwise, and whenever the header is unusable
+//! (an obfuscated or malformed hop), the client is the TCP peer.
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::handshake::Request;
+use serde::Deserialize;
+
+use crate::request::Request;
+
+/// The header trusted proxies write the client's address into.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (nginx, Apache mod_proxy, HAProxy).
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    #[serde(rename = "forwarded")]
+    Forwarded,
+}
 
 /// A CIDR block, e.g. `10.0.0.0/8` or `::1/128`; a bare address is a /32 or /128.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +94,12 @@ pub struct Client {
 }
 
 /// Works out the client of `request`, which arrived from TCP peer `peer`.
-pub fn client(peer: SocketAddr, request: &Request, trusted: &[Cidr]) -> Client {
+pub fn client(
+    peer: SocketAddr,
+    request: &Request,
+    trusted: &[Cidr],
+    header: ForwardedHeader,
+) -> Client {
     let direct = Client {
         ip: peer.ip(),
         display: peer.to_string(),
@@ -86,22 +108,19 @@ pub fn client(peer: SocketAddr, request: &Request, trusted: &[Cidr]) -> Client {
     if !is_trusted(peer.ip()) {
         return direct;
     }
-    let chain: Vec<String> = if request.header("forwarded").is_some() {
-        request
+    let chain: Vec<&str> = match header {
+        ForwardedHeader::Forwarded => request
             .header_items("forwarded")
-            .flat_map(|element| element.split(';'))
-            .filter_map(|pair| {
-                let (k, v) = pair.trim().split_once('=')?;
-                k.trim()
-                    .eq_ignore_ascii_case("for")
-                    .then(|| v.trim().trim_matches('"').to_owned())
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (k, v) = pair.trim().split_once('=')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| v.trim().trim_matches('"'))
+                })
             })
-            .collect()
-    } else {
-        request
-            .header_items("x-forwarded-for")
-            .map(str::to_owned)
-            .collect()
+            .collect(),
+        ForwardedHeader::XForwardedFor => request.header_items("x-forwarded-for").collect(),
     };
     for hop in chain.iter().rev() {
         let Some((ip, display)) = parse_hop(hop) else {
@@ -169,7 +188,7 @@ mod tests {
         let peer: SocketAddr = "203.0.113.9:4000".parse().unwrap();
         let r = request(&[("x-forwarded-for", "1.1.1.1")]);
         assert_eq!(
-            client(peer, &r, &cidrs(&["10.0.0.0/8"])).display,
+            client(peer, &r, &cidrs(&["10.0.0.0/8"]), ForwardedHeader::default()).display,
             "203.0.113.9:4000"
         );
     }
@@ -179,7 +198,7 @@ mod tests {
         let peer: SocketAddr = "10.0.0.2:4000".parse().unwrap();
         let trusted = cidrs(&["10.0.0.0/8"]);
         let r = request(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.5")]);
-        let c = client(peer, &r, &trusted);
+        let c = client(peer, &r, &trusted, ForwardedHeader::XForwardedFor);
         assert_eq!(
             (c.ip, c.display.as_str()),
             ("198.51.100.7".parse().unwrap(), "198.51.100.7")
@@ -188,8 +207,43 @@ mod tests {
             "forwarded",
             "for=192.0.2.60;proto=http, for=\"[2001:db8::1]:4711\"",
         )]);
-        assert_eq!(client(peer, &r, &trusted).display, "[2001:db8::1]:4711");
+        assert_eq!(
+            client(peer, &r, &trusted, ForwardedHeader::Forwarded).display,
+            "[2001:db8::1]:4711"
+        );
         let r = request(&[("x-forwarded-for", "unknown")]);
-        assert_eq!(client(peer, &r, &trusted).display, "10.0.0.2:4000");
+        assert_eq!(
+            client(peer, &r, &trusted, ForwardedHeader::XForwardedFor).display,
+            "10.0.0.2:4000"
+        );
+    }
+
+    #[test]
+    fn only_the_configured_header_is_believed() {
+        let peer: SocketAddr = "10.0.0.2:4000".parse().unwrap();
+        let trusted = cidrs(&["10.0.0.0/8"]);
+        // What nginx passes on: the client's own `Forwarded`, and its own XFF entry.
+        let r = request(&[
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ]);
+        assert_eq!(
+            client(peer, &r, &trusted, ForwardedHeader::XForwardedFor).display,
+            "198.51.100.7"
+        );
+        let r = request(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=198.51.100.7"),
+        ]);
+        assert_eq!(
+            client(peer, &r, &trusted, ForwardedHeader::Forwarded).display,
+            "198.51.100.7"
+        );
+        // A client's own XFF entries are to the left of the proxy's: never reached.
+        let r = request(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7")]);
+        assert_eq!(
+            client(peer, &r, &trusted, ForwardedHeader::XForwardedFor).display,
+            "198.51.100.7"
+        );
     }
 }

@@ -118,6 +118,8 @@ fn check_request(request: &Request) -> Result<(), TestCaseError> {
 fn check_accept(request: &Request, routes: &[Route]) -> Result<(), TestCaseError> {
     let offered: Vec<&str> = request.header_items("sec-websocket-protocol").collect();
     let path_matches = |r: &Route| r.pattern.as_ref().is_none_or(|p| p.is_match(&request.path));
+    let well_formed = request.header("host").is_some_and(|h| !h.trim().is_empty())
+        && SINGLE_HEADERS.iter().all(|n| request.header_count(n) <= 1);
     let accepted = match accept(request, routes) {
         Err(rejection) => {
             prop_assert!(
@@ -125,11 +127,15 @@ fn check_accept(request: &Request, routes: &[Route]) -> Result<(), TestCaseError
                 "status {}",
                 rejection.status
             );
-            prop_assert_eq!(rejection.status == 404, !routes.iter().any(path_matches));
+            prop_assert_eq!(
+                rejection.status == 404,
+                well_formed && !routes.iter().any(path_matches)
+            );
             return Ok(());
         }
         Ok(accepted) => accepted,
     };
+    prop_assert!(well_formed);
     prop_assert_eq!(request.method.as_str(), "GET");
     let key = request
         .header("sec-websocket-key")
@@ -366,9 +372,18 @@ proptest! {
             Some(q) => format!("{path}?{q}"),
             None => path.clone(),
         };
-        let request = parse_head(&format!("GET {target} HTTP/1.1\r\n\r\n"))?;
-        prop_assert_eq!(request.path, path);
-        prop_assert_eq!(request.query, query.unwrap_or_default());
+        let head = format!("GET {target} HTTP/1.1\r\n\r\n");
+        match normalize_path(&path) {
+            Ok(want) => {
+                let request = parse_head(&head)?;
+                prop_assert_eq!(request.path, want);
+                prop_assert_eq!(request.query, query.unwrap_or_default());
+            }
+            Err(_) => {
+                let status = read(&mut head.as_bytes(), DEFAULT_MAX_HEAD).err().map(|r| r.status);
+                prop_assert_eq!(status, Some(400));
+            }
+        }
     }
 
     #[test]
@@ -382,10 +397,30 @@ proptest! {
             "{scheme}://{authority}{path}{}",
             query.as_ref().map_or(String::new(), |q| format!("?{q}"))
         );
-        let request = parse_head(&format!("GET {target} HTTP/1.1\r\n\r\n"))?;
-        let want = if path.is_empty() { "/" } else { path.as_str() };
-        prop_assert_eq!(request.path.as_str(), want);
-        prop_assert_eq!(request.query, query.unwrap_or_default());
+        let head = format!("GET {target} HTTP/1.1\r\n\r\n");
+        match normalize_path(if path.is_empty() { "/" } else { path.as_str() }) {
+            Ok(want) => {
+                let request = parse_head(&head)?;
+                prop_assert_eq!(request.path, want);
+                prop_assert_eq!(request.query, query.unwrap_or_default());
+            }
+            Err(_) => {
+                let status = read(&mut head.as_bytes(), DEFAULT_MAX_HEAD).err().map(|r| r.status);
+                prop_assert_eq!(status, Some(400));
+            }
+        }
+    }
+
+    #[test]
+    fn normalised_paths_are_canonical(path in "/([a-zA-Z0-9%./~_-]|%2[eE]|%2[fF]|%7[eE]|%41|\\.\\.|//){0,16}") {
+        if let Ok(once) = normalize_path(&path) {
+            prop_assert!(once.starts_with('/'));
+            prop_assert!(!once.contains("//"), "{once}");
+            for segment in once.split('/') {
+                prop_assert!(segment != "." && segment != "..", "{once}");
+            }
+            prop_assert_eq!(normalize_path(&once).ok(), Some(once.clone()), "idempotent");
+        }
     }
 
     #[test]

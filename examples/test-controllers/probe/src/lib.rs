@@ -6,6 +6,12 @@
 //! `close {code} {reason}`; `count` (messages this instance handled); `log {msg}` (host
 //! log + stdout + stderr, replies `logged`); `broadcast {msg}`. Anything else is echoed.
 //! On close it broadcasts `closed {id} {code} {reason}` to the connections left.
+//!
+//! Built with feature `hook`, it also exports the handshake hook, which shows what the
+//! hook is given: it adds the attributes `hook.query` (the request's query) and
+//! `hook.headers` (its headers as a JSON array of pairs). A query holding
+//! `refuse-header=VALUE` (percent-decoded) makes it refuse the request with 403 and a
+//! header `x-probe: VALUE`, whatever VALUE holds.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -111,4 +117,57 @@ impl Controller for Probe {
     }
 }
 
+#[cfg(feature = "hook")]
+impl wshost_guest::Handshake for Probe {
+    fn on_handshake(
+        request: wshost_guest::HandshakeRequest,
+    ) -> Result<Vec<(String, String)>, wshost_guest::HandshakeResponse> {
+        let refuse = request
+            .query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("refuse-header="));
+        if let Some(value) = refuse {
+            let mut response = wshost_guest::HandshakeResponse::new(403, "refused by the probe");
+            response
+                .headers
+                .push(("x-probe".to_owned(), percent_decode(value)));
+            return Err(response);
+        }
+        Ok(vec![
+            ("hook.query".to_owned(), request.query.clone()),
+            (
+                "hook.headers".to_owned(),
+                serde_json::to_string(&request.headers).unwrap_or_default(),
+            ),
+        ])
+    }
+}
+
+#[cfg(feature = "hook")]
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(not(feature = "hook"))]
 wshost_guest::export!(Probe);
+#[cfg(feature = "hook")]
+wshost_guest::export!(Probe, handshake);

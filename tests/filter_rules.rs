@@ -188,6 +188,21 @@ async fn authorize_needs_a_user_with_the_right_claims() -> Result<()> {
 }
 
 #[tokio::test]
+async fn authorize_compares_claims_with_their_json_types() -> Result<()> {
+    let server = server().await?;
+    let with_role = |role: Value| {
+        let token = jwt(Algorithm::HS256, &claims("u", json!({ "role": role })));
+        HttpRequest::upgrade("/admin/x").header("Authorization", &format!("Bearer {token}"))
+    };
+    expect_accept(&server, with_role(json!(["guest", "admin"]))).await?;
+    // The text of a list is not a list.
+    expect_refusal(&server, with_role(json!(r#"["admin"]"#)), 403, "not authorized").await?;
+    expect_refusal(&server, with_role(json!(["admin-ish"])), 403, "not authorized").await?;
+    expect_refusal(&server, with_role(json!({ "admin": true })), 403, "not authorized").await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn rate_limit_refuses_the_connection_over_the_limit() -> Result<()> {
     let server = server().await?;
     expect_accept(&server, HttpRequest::upgrade("/limited/x")).await?;

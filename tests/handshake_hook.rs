@@ -1,6 +1,7 @@
 //! A controller's own `on-handshake` check (examples/auth): after the bearer filter, it
 //! admits a token only to the room its `room` claim names, adds a `room` attribute, and
-//! refuses the rest with its own status and body.
+//! refuses the rest with its own status and body; a refusal header that could break the
+//! response (a CR or LF in it) answers 500 instead.
 
 use anyhow::Result;
 use jsonwebtoken::Algorithm;
@@ -72,5 +73,43 @@ async fn the_hook_refuses_anonymous_requests_with_its_own_401() -> Result<()> {
     assert_eq!(response.status, 401, "{response:?}");
     assert_eq!(response.header("www-authenticate"), Some("Bearer"));
     assert_eq!(response.body_text().trim(), "a token is required");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refusal_header_with_a_line_break_answers_500_instead_of_injecting() -> Result<()> {
+    let dir = RoutesDir::new(&format!(
+        r#"
+[[route]]
+match = "/h/*"
+controller = "{}"
+"#,
+        guests().probe_hook.display()
+    ))?;
+    let server = Server::start_in(dir).await?;
+    // The probe's hook refuses with `x-probe: VALUE`, VALUE taken from the query.
+    let plain = server
+        .http(&HttpRequest::upgrade("/h/x?refuse-header=fine"))
+        .await?;
+    assert_eq!(plain.status, 403, "{plain:?}");
+    assert_eq!(plain.header("x-probe"), Some("fine"));
+
+    let injected = server
+        .http(&HttpRequest::upgrade(
+            "/h/x?refuse-header=1%0D%0ASet-Cookie:%20session=evil",
+        ))
+        .await?;
+    assert_eq!(injected.status, 500, "{injected:?}");
+    assert!(injected.header("set-cookie").is_none(), "{injected:?}");
+    assert!(injected.header("x-probe").is_none(), "{injected:?}");
+    let line = server
+        .log_line("the refused header", |l| l.contains("cannot be sent"))
+        .await?;
+    assert!(line.contains("probe-hook"), "names the controller: {line}");
+    // The controller keeps serving.
+    let again = server
+        .http(&HttpRequest::upgrade("/h/x?refuse-header=ok"))
+        .await?;
+    assert_eq!(again.status, 403);
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! Requests that cannot become WebSocket connections get a proper HTTP answer (status,
-//! short text/plain body, `Connection: close`) rather than a silently closed socket.
+//! short text/plain body, `Connection: close`) rather than a silently closed socket,
+//! including requests HTTP/1.1 itself refuses (no `Host`; two of a header that must be
+//! single).
 
 use anyhow::{Result, ensure};
 
@@ -105,5 +107,41 @@ async fn the_path_is_checked_before_the_method() -> Result<()> {
     let server = server().await?;
     let request = HttpRequest::upgrade("/nothing").method("POST");
     expect_error(server.http(&request).await?, 404)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_request_without_host_is_400() -> Result<()> {
+    let server = server().await?;
+    let response = server
+        .http(&HttpRequest::upgrade("/echo/x").without("Host"))
+        .await?;
+    let body = expect_error(response, 400)?.body_text();
+    ensure!(body.contains("Host"), "{body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_second_key_version_authorization_or_host_header_is_400() -> Result<()> {
+    let server = server().await?;
+    for (name, value) in [
+        ("Host", "other.example"),
+        ("Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAAAA=="),
+        ("Sec-WebSocket-Version", "13"),
+        ("Authorization", "Bearer x"),
+    ] {
+        let mut request = HttpRequest::upgrade("/echo/x");
+        if name == "Authorization" {
+            request = request.header(name, "Bearer y");
+        }
+        let response = server.http(&request.also(name, value)).await?;
+        let body = expect_error(response, 400)?.body_text();
+        ensure!(body.contains("more than one"), "{name}: {body}");
+    }
+    // A header that may repeat (its values are a list) still upgrades.
+    let request = HttpRequest::upgrade("/echo/x")
+        .header("Sec-WebSocket-Extensions", "x-a")
+        .also("Sec-WebSocket-Extensions", "x-b");
+    ensure!(server.attempt(&request).await?.is_ok());
     Ok(())
 }

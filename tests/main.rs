@@ -5,6 +5,7 @@
 mod harness;
 
 mod autobahn;
+mod bearer_audience;
 mod chat;
 mod close;
 mod compile_cache;
@@ -16,10 +17,12 @@ mod filter_bearer;
 mod filter_order;
 mod filter_rules;
 mod guest_log;
+mod half_open;
 mod handshake_hook;
 mod hot_reload;
 mod http_errors;
 mod lifecycle;
+mod path_normalisation;
 mod limits;
 mod request_limits;
 mod routes_reload;
@@ -28,6 +31,7 @@ mod sandbox;
 mod shutdown;
 mod subprotocol;
 mod timers;
+mod token_privacy;
 mod trap;
 mod trusted_proxies;
 mod watch_mode;

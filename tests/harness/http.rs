@@ -42,6 +42,12 @@ impl HttpRequest {
         this
     }
 
+    /// Adds another `name` header, keeping those already there.
+    pub(crate) fn also(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
     /// Removes every header named `name`.
     pub(crate) fn without(mut self, name: &str) -> Self {
         self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));

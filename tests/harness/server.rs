@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
@@ -313,7 +313,19 @@ impl Server {
     /// Sends `request` on a fresh connection and reads the response head byte by byte,
     /// so that nothing after it is consumed.
     async fn send_head(&self, request: &HttpRequest) -> Result<(TcpStream, Vec<u8>)> {
-        let mut tcp = TcpStream::connect(self.addr).await?;
+        let tcp = TcpStream::connect(self.addr).await?;
+        Self::send_head_on(tcp, request).await
+    }
+
+    /// Connects from loopback address `from` (any of 127.0.0.0/8), so that the server
+    /// sees another client address.
+    pub(crate) async fn connect_from(&self, from: IpAddr) -> Result<TcpStream> {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(from, 0))?;
+        Ok(socket.connect(self.addr).await?)
+    }
+
+    async fn send_head_on(mut tcp: TcpStream, request: &HttpRequest) -> Result<(TcpStream, Vec<u8>)> {
         tcp.write_all(request.to_string().as_bytes()).await?;
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {
@@ -341,8 +353,18 @@ impl Server {
         &self,
         request: &HttpRequest,
     ) -> Result<Result<(HttpResponse, Client), HttpResponse>> {
+        self.attempt_from(Ipv4Addr::LOCALHOST.into(), request).await
+    }
+
+    /// [`Self::attempt`] from loopback address `from`.
+    pub(crate) async fn attempt_from(
+        &self,
+        from: IpAddr,
+        request: &HttpRequest,
+    ) -> Result<Result<(HttpResponse, Client), HttpResponse>> {
         let exchange = async {
-            let (mut tcp, head) = self.send_head(request).await?;
+            let tcp = self.connect_from(from).await?;
+            let (mut tcp, head) = Self::send_head_on(tcp, request).await?;
             let (mut response, _) = HttpResponse::parse_head(&head)?;
             if response.status == 101 {
                 let ws = WebSocketStream::from_raw_socket(tcp, Role::Client, None).await;

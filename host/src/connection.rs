@@ -45,6 +45,7 @@ use crate::controller::{
     ConnectionInfo, ControllerHandle, Event, Outbound, OutboundHandle, OutboundQueue,
 };
 use crate::limits::Limits;
+use crate::request::CloseReason;
 use crate::socket::{ReadGate, Socket};
 
 /// How long to wait for the peer's answer after sending a close frame.
@@ -89,7 +90,7 @@ pub async fn run(
     let (mut sink, mut stream) = ws.split();
     let mut writer = Writer::default();
     // The code and reason to report: set by whichever side closes first.
-    let mut closed_with: Option<(u16, String)> = None;
+    let mut closed_with: Option<CloseReason> = None;
     // Set once a close frame was sent or received: the closing handshake must finish by
     // then.
     let mut close_deadline: Option<Instant> = None;
@@ -130,8 +131,8 @@ pub async fn run(
                         close_deadline.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
                         if closed_with.is_none() {
                             closed_with = Some(match frame {
-                                Some(f) => (u16::from(f.code), f.reason.as_str().to_owned()),
-                                None => (1005, String::new()),
+                                Some(f) => CloseReason::new(u16::from(f.code), f.reason.as_str()),
+                                None => CloseReason::new(1005, ""),
                             });
                         }
                     }
@@ -143,17 +144,17 @@ pub async fn run(
                         // fault and reaches `on-error` first.
                         if code == 1006 {
                             tracing::debug!(parent: &span, %error, "connection dropped");
-                            closed_with.get_or_insert((code, reason.to_owned()));
+                            closed_with.get_or_insert(CloseReason::new(code, reason));
                             break;
                         }
                         tracing::info!(parent: &span, %error, code, "connection error");
-                        closed_with.get_or_insert((code, reason.to_owned()));
+                        closed_with.get_or_insert(CloseReason::new(code, reason));
                         failing = true;
                         close_deadline.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
                         let error = Event::Error {
                             id,
                             error: error.to_string(),
-                            close: (code, reason.to_owned()),
+                            close: CloseReason::new(code, reason),
                         };
                         if events.send(error).await.is_err() {
                             break;
@@ -162,16 +163,16 @@ pub async fn run(
                 }
             }
             wrote = std::future::poll_fn(|cx| writer.poll(&mut sink, &queue, cx)) => match wrote {
-                Wrote::Close(code, reason) => {
-                    writer.close(code, &reason);
-                    closed_with.get_or_insert((code, reason));
+                Wrote::Close(close) => {
+                    writer.close(close.code, &close.reason);
+                    closed_with.get_or_insert(close);
                     close_deadline.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
                 }
                 Wrote::Overflow => {
                     let (code, reason) = OVERFLOW_CLOSE;
                     tracing::warn!(parent: &span, "outbound queue full; closing the slow client");
                     writer.close(code, reason);
-                    closed_with.get_or_insert((code, reason.to_owned()));
+                    closed_with.get_or_insert(CloseReason::new(code, reason));
                     close_deadline.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
                 }
                 Wrote::Flushed => {
@@ -188,7 +189,7 @@ pub async fn run(
                 Due::TimedOut => {
                     tracing::info!(parent: &span, "peer stopped answering; closing it");
                     fail(&mut sink, IDLE_CLOSE.0, IDLE_CLOSE.1).await;
-                    closed_with.get_or_insert((1006, IDLE_CLOSE.1.to_owned()));
+                    closed_with.get_or_insert(CloseReason::new(1006, IDLE_CLOSE.1));
                     break;
                 }
                 Due::Ping => writer.control(Message::Ping(Bytes::new())),
@@ -208,7 +209,7 @@ pub async fn run(
     if dropped > 0 {
         tracing::info!(parent: &span, dropped, "slow client: oldest messages were dropped");
     }
-    let (code, reason) = closed_with.unwrap_or((1006, String::new()));
+    let CloseReason { code, reason } = closed_with.unwrap_or(CloseReason::new(1006, ""));
     tracing::info!(parent: &span, code, reason, "closed");
     let _ = events.send(Event::Closed { id, code, reason }).await;
 }
@@ -277,7 +278,7 @@ async fn wait(slot: &mut Option<Admission>) -> Option<Box<dyn FnOnce() + Send>> 
 /// What the writer needs the connection task to decide.
 enum Wrote {
     /// The controller (or the server) asked to close.
-    Close(u16, String),
+    Close(CloseReason),
     /// The outbound queue overflowed under the `close` policy.
     Overflow,
     /// Closing, and everything (the close frame included) is written and flushed.
@@ -344,8 +345,8 @@ impl Writer {
                         self.pending = Some(message);
                         continue;
                     }
-                    Poll::Ready(Outbound::Close(code, reason)) => {
-                        return Poll::Ready(Wrote::Close(code, reason));
+                    Poll::Ready(Outbound::Close(close)) => {
+                        return Poll::Ready(Wrote::Close(close));
                     }
                     Poll::Pending => {}
                 }

@@ -20,11 +20,10 @@ use tokio::time::Instant;
 
 use crate::config::{Config, ConfigError};
 use crate::controller::{ControllerHandle, LoadError, Outbound, Prepared};
+use crate::request::CloseReason;
 use crate::server::{Server, Table};
 use crate::watch::{self, Target, Watch};
 
-/// Close code and reason for connections whose route was removed.
-const ROUTE_REMOVED: (u16, &str) = (1001, "route removed");
 
 /// Why a routes.toml reload was refused.
 #[derive(Debug, thiserror::Error)]
@@ -129,8 +128,7 @@ impl Server {
         let mut closed = 0;
         for (route, outbound) in self.open_connections().values() {
             if removed.contains(route) {
-                let (code, reason) = ROUTE_REMOVED;
-                let _ = outbound.push(Outbound::Close(code, reason.to_owned()));
+                let _ = outbound.push(Outbound::Close(CloseReason::new(1001, "route removed")));
                 closed += 1;
             }
         }

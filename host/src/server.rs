@@ -42,7 +42,7 @@ use http::header::RETRY_AFTER;
 use crate::filter::{Check, ClientKey, Consumed, proxy};
 use crate::handshake::Accepted;
 use crate::limits::Limits;
-use crate::request::{Attributes, Rejection, Request};
+use crate::request::{Attributes, CloseReason, Rejection, Request};
 use crate::socket::{ReadGate, Socket};
 use crate::{connection, handshake};
 
@@ -112,7 +112,7 @@ impl Table {
 
 /// What every client is sent when the server shuts down.
 fn shutdown_close() -> Outbound {
-    Outbound::Close(1001, "server shutting down".to_owned())
+    Outbound::Close(CloseReason::new(1001, "server shutting down"))
 }
 
 /// What a successful upgrade hands to the connection's life.

@@ -32,7 +32,7 @@ use super::component::{Instance, Loaded};
 use super::engine::Runtime;
 use super::store::{ConnEntry, HostState, end_call, start_call};
 use super::{ConnectionId, ConnectionInfo, ControllerHandle, Event, Outbound, Reload};
-use crate::request::{Attributes, Rejection};
+use crate::request::{Attributes, CloseReason, Rejection};
 
 /// Close reason sent with 1011 when the controller trapped on the connection's event.
 const TRAP_REASON: &str = "controller error";
@@ -220,11 +220,7 @@ impl Actor {
                 drop(budget);
                 self.call(Call::Message(id, message)).await;
             }
-            Event::Error {
-                id,
-                error,
-                close: (code, reason),
-            } => {
+            Event::Error { id, error, close } => {
                 if !conns.contains_key(&id) {
                     return;
                 }
@@ -233,7 +229,7 @@ impl Actor {
                 let conns = &mut self.store.data_mut().conns;
                 if let Some(entry) = conns.get_mut(&id).filter(|e| !e.closing) {
                     entry.closing = true;
-                    let _ = entry.outbound.push(Outbound::Close(code, reason));
+                    let _ = entry.outbound.push(Outbound::Close(close));
                 }
             }
             Event::Closed { id, code, reason } => {
@@ -397,7 +393,7 @@ impl Actor {
         if let Some(entry) = id.and_then(|id| self.store.data_mut().conns.remove(&id)) {
             let _ = entry
                 .outbound
-                .push(Outbound::Close(1011, TRAP_REASON.to_owned()));
+                .push(Outbound::Close(CloseReason::new(1011, TRAP_REASON)));
         }
         self.replace_instance().await;
     }

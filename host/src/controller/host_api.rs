@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::bindings::{Host, LogLevel, SendError, TypesHost, WitConnectionInfo, WitMessage};
 use super::store::HostState;
 use super::{ConnectionId, Outbound, QueueError};
+use crate::request::CloseReason;
 
 /// Longest close reason RFC 6455 allows (125-byte control payload minus the code).
 const MAX_CLOSE_REASON: usize = 123;
@@ -51,7 +52,9 @@ impl Host for HostState {
         };
         entry.closing = true;
         let reason = truncate_at_char_boundary(reason, MAX_CLOSE_REASON);
-        let _ = entry.outbound.push(Outbound::Close(code, reason));
+        let _ = entry
+            .outbound
+            .push(Outbound::Close(CloseReason::new(code, reason)));
     }
 
     fn broadcast(&mut self, msg: WitMessage, exclude: Option<ConnectionId>) -> u32 {

@@ -30,7 +30,7 @@ pub use outbound::{Outbound, OutboundHandle, OutboundQueue, QueueError, outbound
 pub use reload::{ReloadWatcher, SourceWatcher, reload_in_place, watch, watch_sources};
 
 use crate::config::ControllerSpec;
-use crate::request::{Attributes, Rejection};
+use crate::request::{Attributes, CloseReason, Rejection};
 
 /// Identifies a connection for the lifetime of the process (never reused).
 pub type ConnectionId = u64;
@@ -88,7 +88,7 @@ pub enum Event {
         /// Human-readable description.
         error: String,
         /// The close code and reason the connection fails with.
-        close: (u16, String),
+        close: CloseReason,
     },
     /// An upgrade request waits for the controller's `on-handshake` verdict.
     Handshake {

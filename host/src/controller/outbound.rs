@@ -15,6 +15,7 @@ use std::task::{Context, Poll, Waker};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::limits::{Limits, SlowClient};
+use crate::request::CloseReason;
 
 /// What a controller asks a connection task to do.
 #[derive(Debug)]
@@ -22,7 +23,7 @@ pub enum Outbound {
     /// Write a data message.
     Message(Message),
     /// Start the closing handshake.
-    Close(u16, String),
+    Close(CloseReason),
 }
 
 /// Why an outbound item was not queued.
@@ -259,7 +260,7 @@ mod tests {
         while let Poll::Ready(next) = queue.poll_next(&mut cx) {
             out.push(match next {
                 Outbound::Message(m) => m.into_text().unwrap().to_string(),
-                Outbound::Close(code, _) => format!("close {code}"),
+                Outbound::Close(close) => format!("close {}", close.code),
             });
         }
         out
@@ -272,7 +273,7 @@ mod tests {
         assert_eq!(handle.push(text("b")), Ok(()));
         assert_eq!(handle.push(text("c")), Err(QueueError::Full));
         assert_eq!(handle.push(text("d")), Err(QueueError::Full));
-        assert_eq!(handle.push(Outbound::Close(1000, String::new())), Ok(()));
+        assert_eq!(handle.push(Outbound::Close(CloseReason::new(1000, ""))), Ok(()));
         assert_eq!(drain(&queue), ["overflow", "a", "b", "close 1000"]);
     }
 
@@ -288,7 +289,7 @@ mod tests {
     fn drop_oldest_keeps_the_newest_and_every_close() {
         let (handle, queue) = outbound_queue(&limits(3, 1 << 20, SlowClient::DropOldest));
         handle.push(text("1")).unwrap();
-        handle.push(Outbound::Close(4000, String::new())).unwrap();
+        handle.push(Outbound::Close(CloseReason::new(4000, ""))).unwrap();
         for m in ["2", "3", "4"] {
             handle.push(text(m)).unwrap();
         }
@@ -302,7 +303,7 @@ mod tests {
         drop(queue);
         assert_eq!(handle.push(text("late")), Err(QueueError::Closed));
         assert_eq!(
-            handle.push(Outbound::Close(1000, String::new())),
+            handle.push(Outbound::Close(CloseReason::new(1000, ""))),
             Err(QueueError::Closed)
         );
     }

@@ -25,8 +25,7 @@ controller = "{}"
 /// The status and body the server answers a token with `claims`.
 async fn answer(server: &Server, claims: Value) -> Result<(u16, String)> {
     let token = jwt(Algorithm::HS256, &claims);
-    let request =
-        HttpRequest::upgrade("/x/1").header("Authorization", &format!("Bearer {token}"));
+    let request = HttpRequest::upgrade("/x/1").header("Authorization", &format!("Bearer {token}"));
     Ok(match server.attempt(&request).await? {
         Ok((response, _)) => (response.status, String::new()),
         Err(response) => (response.status, response.body_text().trim().to_owned()),
@@ -48,15 +47,29 @@ fn token(iss: Option<Value>, aud: Option<Value>) -> Value {
 async fn configured_audience_and_issuer_are_required_and_typed() -> Result<()> {
     let server = server().await?;
     let iss = || Some(json!("https://issuer.example"));
-    assert_eq!(answer(&server, token(iss(), Some(json!("wshost")))).await?.0, 101);
     assert_eq!(
-        answer(&server, token(iss(), Some(json!(["other", "wshost"])))).await?.0,
+        answer(&server, token(iss(), Some(json!("wshost"))))
+            .await?
+            .0,
+        101
+    );
+    assert_eq!(
+        answer(&server, token(iss(), Some(json!(["other", "wshost"]))))
+            .await?
+            .0,
         101,
         "an array audience that lists us"
     );
 
     let wrong_audience = (401, "invalid token: wrong audience".to_owned());
-    for aud in [None, Some(Value::Null), Some(json!(123)), Some(json!("other")), Some(json!(["other"])), Some(json!(["wshost", 1]))] {
+    for aud in [
+        None,
+        Some(Value::Null),
+        Some(json!(123)),
+        Some(json!("other")),
+        Some(json!(["other"])),
+        Some(json!(["wshost", 1])),
+    ] {
         assert_eq!(
             answer(&server, token(iss(), aud.clone())).await?,
             wrong_audience,
@@ -64,7 +77,13 @@ async fn configured_audience_and_issuer_are_required_and_typed() -> Result<()> {
         );
     }
     let wrong_issuer = (401, "invalid token: wrong issuer".to_owned());
-    for iss in [None, Some(Value::Null), Some(json!(7)), Some(json!(["https://issuer.example"])), Some(json!("https://evil.example"))] {
+    for iss in [
+        None,
+        Some(Value::Null),
+        Some(json!(7)),
+        Some(json!(["https://issuer.example"])),
+        Some(json!("https://evil.example")),
+    ] {
         assert_eq!(
             answer(&server, token(iss.clone(), Some(json!("wshost")))).await?,
             wrong_issuer,

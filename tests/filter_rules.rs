@@ -196,9 +196,27 @@ async fn authorize_compares_claims_with_their_json_types() -> Result<()> {
     };
     expect_accept(&server, with_role(json!(["guest", "admin"]))).await?;
     // The text of a list is not a list.
-    expect_refusal(&server, with_role(json!(r#"["admin"]"#)), 403, "not authorized").await?;
-    expect_refusal(&server, with_role(json!(["admin-ish"])), 403, "not authorized").await?;
-    expect_refusal(&server, with_role(json!({ "admin": true })), 403, "not authorized").await?;
+    expect_refusal(
+        &server,
+        with_role(json!(r#"["admin"]"#)),
+        403,
+        "not authorized",
+    )
+    .await?;
+    expect_refusal(
+        &server,
+        with_role(json!(["admin-ish"])),
+        403,
+        "not authorized",
+    )
+    .await?;
+    expect_refusal(
+        &server,
+        with_role(json!({ "admin": true })),
+        403,
+        "not authorized",
+    )
+    .await?;
     Ok(())
 }
 

@@ -64,7 +64,10 @@ async fn silent_sockets_from_one_address_do_not_lock_others_out() -> Result<()> 
     assert_eq!(client.request("still here").await?, "still here");
     // Three are still waiting for their request: the cap held them, nothing timed out.
     assert_eq!(set.len(), 3);
-    assert!(set.try_join_next().is_none(), "a silent socket within the cap was answered");
+    assert!(
+        set.try_join_next().is_none(),
+        "a silent socket within the cap was answered"
+    );
     Ok(())
 }
 
@@ -81,8 +84,14 @@ async fn the_server_wide_cap_is_checked_at_accept() -> Result<()> {
     let mut set = silent_sockets(&server, &from).await?;
     let answer = answers(&mut set, 1).await?.remove(0);
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-    assert!(answer.to_ascii_lowercase().contains("retry-after"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after"),
+        "{answer}"
+    );
     assert_eq!(set.len(), 12);
-    assert!(set.try_join_next().is_none(), "a socket within the cap was answered");
+    assert!(
+        set.try_join_next().is_none(),
+        "a socket within the cap was answered"
+    );
     Ok(())
 }

@@ -15,6 +15,11 @@ async fn server() -> Result<Server> {
 match = "/private/*"
 kind = "deny"
 
+[[filter]]
+match = "/staff/*"
+kind = "origin"
+allow = ["https://staff.example"]
+
 [[route]]
 match = "/admin/*"
 filters = [{{ kind = "deny", status = 403, body = "admins only" }}]
@@ -50,7 +55,21 @@ async fn spellings_of_a_denied_path_are_denied() -> Result<()> {
         let response = server.http(&HttpRequest::upgrade(target)).await?;
         assert_eq!(response.status, 403, "{target}: {response:?}");
     }
-    for ambiguous in ["/admin%2Fx", "/admin%2fx", "/x%5Cy", "/a\\b", "/%00", "/bad%zz"] {
+    for target in ["/staff/x", "//staff/x", "/./staff/x", "/%73taff/x"] {
+        let evil = HttpRequest::upgrade(target).header("Origin", "https://evil.example");
+        let response = server.http(&evil).await?;
+        assert_eq!(response.status, 403, "{target}: {response:?}");
+        let staff = HttpRequest::upgrade(target).header("Origin", "https://staff.example");
+        assert!(server.attempt(&staff).await?.is_ok(), "{target}");
+    }
+    for ambiguous in [
+        "/admin%2Fx",
+        "/admin%2fx",
+        "/x%5Cy",
+        "/a\\b",
+        "/%00",
+        "/bad%zz",
+    ] {
         let response = server.http(&HttpRequest::upgrade(ambiguous)).await?;
         assert_eq!(response.status, 400, "{ambiguous}: {response:?}");
     }

@@ -42,7 +42,9 @@ controller = "{}"
 async fn info(server: &Server, request: &HttpRequest) -> Result<Value> {
     let (_, mut client) = server.upgrade(request).await?;
     client.recv_text().await?; // "open N"
-    Ok(serde_json::from_str(&client.probe_request("info-json").await?)?)
+    Ok(serde_json::from_str(
+        &client.probe_request("info-json").await?,
+    )?)
 }
 
 #[tokio::test]
@@ -63,7 +65,9 @@ async fn consumed_tokens_are_not_shown_to_the_controller() -> Result<()> {
         assert_eq!(info["query"], "a=1&b=2", "{info}");
         let headers = &info["headers"];
         assert!(
-            headers.as_array().is_some_and(|h| h.iter().any(|p| p[0] == "x-other")),
+            headers
+                .as_array()
+                .is_some_and(|h| h.iter().any(|p| p[0] == "x-other")),
             "{info}"
         );
         assert!(
@@ -73,7 +77,9 @@ async fn consumed_tokens_are_not_shown_to_the_controller() -> Result<()> {
         if path == "/h/x" {
             // What the handshake hook was given, as it recorded it.
             assert_eq!(info["attributes"]["hook.query"], "a=1&b=2", "{info}");
-            let seen = info["attributes"]["hook.headers"].as_str().unwrap_or_default();
+            let seen = info["attributes"]["hook.headers"]
+                .as_str()
+                .unwrap_or_default();
             assert!(seen.contains("x-other") && seen.contains("chat"), "{seen}");
         }
     }
@@ -85,7 +91,9 @@ async fn a_malformed_target_is_logged_without_its_query() -> Result<()> {
     let server = server().await?;
     let secret = "s3cr3t-t0ken";
     let response = server
-        .http(&HttpRequest::upgrade(&format!("chat?access_token={secret}")))
+        .http(&HttpRequest::upgrade(&format!(
+            "chat?access_token={secret}"
+        )))
         .await?;
     assert_eq!(response.status, 400, "{response:?}");
     let line = server

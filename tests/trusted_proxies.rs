@@ -101,7 +101,10 @@ forwarded-header = "forwarded""#,
     .await?;
     let request = HttpRequest::upgrade("/p/x")
         .header("X-Forwarded-For", "6.6.6.6")
-        .header("Forwarded", r#"for=192.0.2.60;proto=http, for="[2001:db8::1]:4711""#);
+        .header(
+            "Forwarded",
+            r#"for=192.0.2.60;proto=http, for="[2001:db8::1]:4711""#,
+        );
     assert_eq!(remote(&server, request).await?, "[2001:db8::1]:4711");
     let only_xff = HttpRequest::upgrade("/p/x").header("X-Forwarded-For", "6.6.6.6");
     let addr = remote(&server, only_xff).await?;
@@ -120,7 +123,10 @@ async fn rate_limits_key_ipv6_clients_by_their_64_and_mapped_ipv4_as_ipv4() -> R
         Some(429),
         "another address in the same /64"
     );
-    assert!(server.attempt(&from("2001:db8:1:3::1")).await?.is_ok(), "another /64");
+    assert!(
+        server.attempt(&from("2001:db8:1:3::1")).await?.is_ok(),
+        "another /64"
+    );
     assert!(server.attempt(&from("192.0.2.1")).await?.is_ok());
     assert_eq!(
         status(server.attempt(&from("::ffff:192.0.2.1")).await?),

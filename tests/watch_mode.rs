@@ -98,7 +98,10 @@ controller = "ctl"
             break;
         }
         assert_eq!(reply, "v1:b");
-        assert!(tokio::time::Instant::now() < deadline, "never reloaded (hang guard)");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reloaded (hang guard)"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     Ok(())

@@ -21,8 +21,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use http::header::{ALLOW, SEC_WEBSOCKET_VERSION};
 use http::HeaderValue;
+use http::header::{ALLOW, SEC_WEBSOCKET_VERSION};
 
 use crate::config::Route;
 use crate::request::{Rejection, Request};
@@ -221,7 +221,10 @@ pub fn accept(request: &Request, routes: &[Route]) -> Result<Accepted, Rejection
         .iter()
         .find(|name| request.header_count(name) > 1)
     {
-        return Err(Rejection::new(400, format!("more than one `{twice}` header")));
+        return Err(Rejection::new(
+            400,
+            format!("more than one `{twice}` header"),
+        ));
     }
     let offered: Vec<&str> = request.header_items("sec-websocket-protocol").collect();
     let selected = routing::select(routes, &request.path, &offered);
@@ -506,15 +509,30 @@ mod tests {
                 Err(r) => assert!(want.is_empty() && r.status == 400, "{raw}: {r}"),
             }
         }
-        for ambiguous in ["/admin%2Fx", "/admin%5cx", "/a\\b", "/a%00", "/a%", "/a%4", "/a%zz"] {
-            assert_eq!(normalize_path(ambiguous).unwrap_err().status, 400, "{ambiguous}");
+        for ambiguous in [
+            "/admin%2Fx",
+            "/admin%5cx",
+            "/a\\b",
+            "/a%00",
+            "/a%",
+            "/a%4",
+            "/a%zz",
+        ] {
+            assert_eq!(
+                normalize_path(ambiguous).unwrap_err().status,
+                400,
+                "{ambiguous}"
+            );
         }
     }
 
     #[test]
     fn host_is_required_and_key_headers_are_single() {
         let status = |raw: String| accept(&request(&raw), &routes()).unwrap_err().status;
-        assert_eq!(status(upgrade("/chat/a", "").replace("Host: x\r\n", "")), 400);
+        assert_eq!(
+            status(upgrade("/chat/a", "").replace("Host: x\r\n", "")),
+            400
+        );
         for twice in [
             "Host: y\r\n",
             &format!("Sec-WebSocket-Key: {KEY}\r\n"),
@@ -524,7 +542,10 @@ mod tests {
             assert_eq!(status(upgrade("/chat/a", twice)), 400, "{twice}");
         }
         // Other headers may repeat (their values are lists).
-        let r = request(&upgrade("/chat/a", "Sec-WebSocket-Protocol: a\r\nSec-WebSocket-Protocol: chat\r\n"));
+        let r = request(&upgrade(
+            "/chat/a",
+            "Sec-WebSocket-Protocol: a\r\nSec-WebSocket-Protocol: chat\r\n",
+        ));
         assert!(accept(&r, &routes()).is_ok());
     }
 

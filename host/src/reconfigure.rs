@@ -24,7 +24,6 @@ use crate::request::CloseReason;
 use crate::server::{Server, Table};
 use crate::watch::{self, Target, Watch};
 
-
 /// Why a routes.toml reload was refused.
 #[derive(Debug, thiserror::Error)]
 enum Refused {
@@ -66,7 +65,8 @@ impl Server {
     /// Re-reads the routes file and applies it (see the module docs).
     pub async fn reload_routes(&self) {
         let span = tracing::info_span!("routes_reload", file = %self.routes_file().display());
-        let result = tracing::Instrument::instrument(self.reload_routes_inner(), span.clone()).await;
+        let result =
+            tracing::Instrument::instrument(self.reload_routes_inner(), span.clone()).await;
         if let Err(error) = result {
             span.in_scope(|| tracing::error!(%error, "routes.toml refused; the old routes stay"));
         }

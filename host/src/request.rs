@@ -85,8 +85,8 @@ impl Rejection {
 
     /// Adds a header given as text (e.g. by a controller), or says why it cannot be sent.
     pub fn with_text_header(self, name: &str, value: &str) -> Result<Self, InvalidHeader> {
-        let header_name =
-            HeaderName::from_bytes(name.as_bytes()).map_err(|_| InvalidHeader::Name(name.into()))?;
+        let header_name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| InvalidHeader::Name(name.into()))?;
         let header_value =
             HeaderValue::from_str(value).map_err(|_| InvalidHeader::Value(header_name.clone()))?;
         Ok(self.with_header(header_name, header_value))

@@ -250,7 +250,9 @@ impl Server {
         }
         match controller::watch_sources(self.table().config.controllers.clone()) {
             Ok(watcher) => *sources = Some(watcher),
-            Err(error) => tracing::warn!(%error, "--watch: cannot watch the new controllers' sources; the old watch stays"),
+            Err(error) => {
+                tracing::warn!(%error, "--watch: cannot watch the new controllers' sources; the old watch stays");
+            }
         }
     }
 
@@ -488,11 +490,10 @@ impl Server {
         let mut counts = self.handshake_counts();
         let n = counts.entry(key).or_insert(0);
         if *n >= config.max_handshakes_per_address {
-            return Err(Rejection::new(
-                503,
-                "too many unfinished handshakes from your address",
-            )
-            .with_header(RETRY_AFTER, HeaderValue::from_static("1")));
+            return Err(
+                Rejection::new(503, "too many unfinished handshakes from your address")
+                    .with_header(RETRY_AFTER, HeaderValue::from_static("1")),
+            );
         }
         *n += 1;
         Ok(Some(HandshakeSlot { server: self, key }))

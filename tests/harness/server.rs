@@ -325,7 +325,10 @@ impl Server {
         Ok(socket.connect(self.addr).await?)
     }
 
-    async fn send_head_on(mut tcp: TcpStream, request: &HttpRequest) -> Result<(TcpStream, Vec<u8>)> {
+    async fn send_head_on(
+        mut tcp: TcpStream,
+        request: &HttpRequest,
+    ) -> Result<(TcpStream, Vec<u8>)> {
         tcp.write_all(request.to_string().as_bytes()).await?;
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {

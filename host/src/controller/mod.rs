@@ -151,10 +151,7 @@ impl ControllerHandle {
 
     /// Asks the controller's `on-handshake` about a request whose filters passed.
     /// Returns the connection's final attributes, or the refusal to answer.
-    pub async fn handshake(
-        &self,
-        info: &ConnectionInfo,
-    ) -> Result<Attributes, Rejection> {
+    pub async fn handshake(&self, info: &ConnectionInfo) -> Result<Attributes, Rejection> {
         let (reply, verdict) = oneshot::channel();
         let gone = || Rejection::new(503, "controller unavailable");
         self.events
@@ -218,7 +215,12 @@ impl Prepared {
     /// events already queued.
     pub async fn swap_into(self, handle: &ControllerHandle) {
         let name = self.0.loaded.name.clone();
-        if handle.events().send(Event::Reload(Box::new(self.0))).await.is_err() {
+        if handle
+            .events()
+            .send(Event::Reload(Box::new(self.0)))
+            .await
+            .is_err()
+        {
             tracing::warn!(controller = %name, "controller stopped; reload dropped");
         }
     }

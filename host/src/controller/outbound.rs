@@ -273,7 +273,10 @@ mod tests {
         assert_eq!(handle.push(text("b")), Ok(()));
         assert_eq!(handle.push(text("c")), Err(QueueError::Full));
         assert_eq!(handle.push(text("d")), Err(QueueError::Full));
-        assert_eq!(handle.push(Outbound::Close(CloseReason::new(1000, ""))), Ok(()));
+        assert_eq!(
+            handle.push(Outbound::Close(CloseReason::new(1000, ""))),
+            Ok(())
+        );
         assert_eq!(drain(&queue), ["overflow", "a", "b", "close 1000"]);
     }
 
@@ -289,7 +292,9 @@ mod tests {
     fn drop_oldest_keeps_the_newest_and_every_close() {
         let (handle, queue) = outbound_queue(&limits(3, 1 << 20, SlowClient::DropOldest));
         handle.push(text("1")).unwrap();
-        handle.push(Outbound::Close(CloseReason::new(4000, ""))).unwrap();
+        handle
+            .push(Outbound::Close(CloseReason::new(4000, "")))
+            .unwrap();
         for m in ["2", "3", "4"] {
             handle.push(text(m)).unwrap();
         }

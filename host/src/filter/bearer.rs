@@ -174,18 +174,25 @@ impl BearerFilter {
                 audience,
                 user_claim,
                 claims,
-            } => verify_jwt(&token, key, validation, issuer.as_deref(), audience.as_deref())
-                .map(|payload| {
-                    if let Some(user) = payload.get(user_claim) {
-                        cx.attributes.set("user", claim_text(user));
+            } => verify_jwt(
+                &token,
+                key,
+                validation,
+                issuer.as_deref(),
+                audience.as_deref(),
+            )
+            .map(|payload| {
+                if let Some(user) = payload.get(user_claim) {
+                    cx.attributes.set("user", claim_text(user));
+                }
+                for name in claims {
+                    if let Some(value) = payload.get(name) {
+                        cx.attributes
+                            .set(format!("claims.{name}"), claim_text(value));
                     }
-                    for name in claims {
-                        if let Some(value) = payload.get(name) {
-                            cx.attributes.set(format!("claims.{name}"), claim_text(value));
-                        }
-                    }
-                    cx.claims = payload;
-                }),
+                }
+                cx.claims = payload;
+            }),
         };
         verified.map_err(|why| {
             Rejection::new(401, format!("invalid token: {why}")).with_header(

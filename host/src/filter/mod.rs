@@ -140,7 +140,10 @@ impl Consumed {
                         .map(str::trim)
                         .filter(|p| {
                             !p.is_empty()
-                                && !self.protocol_prefixes.iter().any(|x| p.starts_with(x.as_str()))
+                                && !self
+                                    .protocol_prefixes
+                                    .iter()
+                                    .any(|x| p.starts_with(x.as_str()))
                         })
                         .collect();
                     if !kept.is_empty() {
@@ -241,11 +244,7 @@ impl Authorize {
 }
 
 impl HeaderFilter {
-    fn check(
-        &self,
-        request: &Request,
-        attributes: &mut Attributes,
-    ) -> Result<(), Rejection> {
+    fn check(&self, request: &Request, attributes: &mut Attributes) -> Result<(), Rejection> {
         let value = request.header(&self.name);
         let restricted = self.equals.is_some() || self.one_of.is_some();
         let refuse = || {
@@ -357,15 +356,26 @@ mod tests {
     #[test]
     fn authorize_needs_a_user_and_listed_claims_of_the_right_type() {
         let f = filter("kind = 'authorize'\nclaims = { role = ['admin'], level = [3] }").unwrap();
-        assert_eq!(run(&f, &[], &mut Attributes::default()).unwrap_err().status, 401);
+        assert_eq!(
+            run(&f, &[], &mut Attributes::default()).unwrap_err().status,
+            401
+        );
         let mut attrs: Attributes = [("user", "ann")].into_iter().collect();
         assert_eq!(run(&f, &[], &mut attrs).unwrap_err().status, 403);
         let claims = |v: Value| v.as_object().unwrap().clone();
         let ok = |c| run_with_claims(&f, &[], &mut attrs.clone(), claims(c)).is_ok();
         assert!(ok(serde_json::json!({ "role": "admin", "level": 3 })));
-        assert!(ok(serde_json::json!({ "role": ["user", "admin"], "level": [1, 3] })));
-        assert!(!ok(serde_json::json!({ "role": "[\"admin\"]", "level": 3 })), "a string is not a list");
-        assert!(!ok(serde_json::json!({ "role": "admin", "level": "3" })), "a string is not a number");
+        assert!(ok(
+            serde_json::json!({ "role": ["user", "admin"], "level": [1, 3] })
+        ));
+        assert!(
+            !ok(serde_json::json!({ "role": "[\"admin\"]", "level": 3 })),
+            "a string is not a list"
+        );
+        assert!(
+            !ok(serde_json::json!({ "role": "admin", "level": "3" })),
+            "a string is not a number"
+        );
         assert!(!ok(serde_json::json!({ "role": "admin" })), "missing claim");
         // An attribute named like a claim (a header filter can set one) is not a claim.
         attrs.set("claims.role", "admin");
@@ -382,7 +392,10 @@ mod tests {
             minor_version: 1,
             headers: vec![
                 ("authorization".to_owned(), "Bearer secret".to_owned()),
-                ("sec-websocket-protocol".to_owned(), "chat, bearer.secret".to_owned()),
+                (
+                    "sec-websocket-protocol".to_owned(),
+                    "chat, bearer.secret".to_owned(),
+                ),
                 ("x-other".to_owned(), "kept".to_owned()),
             ],
         };
@@ -407,9 +420,14 @@ mod tests {
     fn header_requires_and_copies() {
         let f = filter("kind = 'header'\nname = 'X-Key'\none-of = ['a', 'b']\nattribute = 'key'")
             .unwrap();
-        assert_eq!(run(&f, &[], &mut Attributes::default()).unwrap_err().status, 403);
         assert_eq!(
-            run(&f, &[("x-key", "c")], &mut Attributes::default()).unwrap_err().status,
+            run(&f, &[], &mut Attributes::default()).unwrap_err().status,
+            403
+        );
+        assert_eq!(
+            run(&f, &[("x-key", "c")], &mut Attributes::default())
+                .unwrap_err()
+                .status,
             403
         );
         let mut attrs = Attributes::default();

@@ -188,7 +188,13 @@ mod tests {
         let peer: SocketAddr = "203.0.113.9:4000".parse().unwrap();
         let r = request(&[("x-forwarded-for", "1.1.1.1")]);
         assert_eq!(
-            client(peer, &r, &cidrs(&["10.0.0.0/8"]), ForwardedHeader::default()).display,
+            client(
+                peer,
+                &r,
+                &cidrs(&["10.0.0.0/8"]),
+                ForwardedHeader::default()
+            )
+            .display,
             "203.0.113.9:4000"
         );
     }

@@ -161,10 +161,8 @@ impl RateLimit {
         let oldest = *times.front().expect("full, so not empty");
         let wait = window.saturating_sub(now.saturating_duration_since(oldest));
         let retry = wait.as_secs_f64().ceil().max(1.0) as u64;
-        Err(
-            Rejection::new(429, "too many connections; try again later")
-                .with_header(RETRY_AFTER, HeaderValue::from(retry)),
-        )
+        Err(Rejection::new(429, "too many connections; try again later")
+            .with_header(RETRY_AFTER, HeaderValue::from(retry)))
     }
 
     /// Clients in the table (for tests).
@@ -226,10 +224,16 @@ mod tests {
         );
         assert!(limit.check("2001:db8:1:3::1".parse().unwrap(), t0).is_ok());
         assert!(limit.check("192.0.2.1".parse().unwrap(), t0).is_ok());
-        assert!(limit.check("::ffff:192.0.2.1".parse().unwrap(), t0).is_err());
+        assert!(
+            limit
+                .check("::ffff:192.0.2.1".parse().unwrap(), t0)
+                .is_err()
+        );
         assert_eq!(
             ClientKey::of("2001:db8::1".parse().unwrap(), 128),
-            ClientKey::V6(u128::from("2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap()))
+            ClientKey::V6(u128::from(
+                "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap()
+            ))
         );
     }
 
@@ -241,7 +245,11 @@ mod tests {
             let ip = IpAddr::V4((0x0a00_0000 + i).into());
             assert!(limit.check(ip, t0).is_ok());
         }
-        assert_eq!(limit.clients(), 1000, "oldest clients forgotten past the cap");
+        assert_eq!(
+            limit.clients(),
+            1000,
+            "oldest clients forgotten past the cap"
+        );
         let later = t0 + Duration::from_secs(11);
         assert!(limit.check("192.0.2.9".parse().unwrap(), later).is_ok());
         assert_eq!(limit.clients(), 1, "expired clients left without a scan");

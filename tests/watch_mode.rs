@@ -3,9 +3,44 @@
 //! here is a plain copy, standing in for `cargo build`. Controllers a routes.toml reload
 //! adds are watched as well.
 
+use std::path::PathBuf;
+
 use anyhow::Result;
 
 use crate::harness::{HANG_GUARD, RoutesDir, Server, guests};
+
+/// A controller's "sources" (`src/controller.txt`) and its "compiler output"
+/// (`next.wasm`, which the build command `cp next.wasm ctl.wasm` installs).
+struct Sources {
+    next: PathBuf,
+    source: PathBuf,
+}
+
+impl Sources {
+    /// Sources of version one in `dir`.
+    fn new(dir: &RoutesDir) -> Result<Self> {
+        dir.write("next.wasm", &std::fs::read(&guests().lifecycle_v1)?)?;
+        std::fs::create_dir(dir.routes().with_file_name("src"))?;
+        let source = dir.write("src/controller.txt", b"version one")?;
+        Ok(Self {
+            next: dir.routes().with_file_name("next.wasm"),
+            source,
+        })
+    }
+
+    /// Makes the compiler output version two, edits a source (only that triggers the
+    /// build), and waits for the rebuild.
+    async fn edit_to_v2(&self, server: &Server) -> Result<()> {
+        std::fs::write(&self.next, std::fs::read(&guests().lifecycle_v2)?)?;
+        std::fs::write(&self.source, b"version two")?;
+        server
+            .log_line("about the rebuild", |l| {
+                l.contains("rebuilt after a source change")
+            })
+            .await?;
+        Ok(())
+    }
+}
 
 #[tokio::test]
 async fn a_source_change_rebuilds_and_reloads_the_controller() -> Result<()> {
@@ -20,23 +55,12 @@ watch = ["src"]
 controller = "ctl"
 "#,
     )?;
-    dir.write("next.wasm", &std::fs::read(&guests().lifecycle_v1)?)?;
-    std::fs::create_dir(dir.routes().with_file_name("src"))?;
-    dir.write("src/controller.txt", b"version one")?;
-    let next = dir.routes().with_file_name("next.wasm");
-    let source = dir.routes().with_file_name("src").join("controller.txt");
+    let sources = Sources::new(&dir)?;
     let server = Server::start_watching(dir).await?;
     let mut client = server.connect("/x").await?;
     assert_eq!(client.request("a").await?, "v1:a");
 
-    // The "compiler output" changes, but only a source edit triggers the build.
-    std::fs::write(&next, std::fs::read(&guests().lifecycle_v2)?)?;
-    std::fs::write(&source, b"version two")?;
-    server
-        .log_line("about the rebuild", |l| {
-            l.contains("rebuilt after a source change")
-        })
-        .await?;
+    sources.edit_to_v2(&server).await?;
     server
         .log_line("about the reload", |l| l.contains("reloaded"))
         .await?;
@@ -54,12 +78,8 @@ controller = "{}"
 "#,
         guests().echo.display()
     ))?;
-    dir.write("next.wasm", &std::fs::read(&guests().lifecycle_v1)?)?;
-    std::fs::create_dir(dir.routes().with_file_name("src"))?;
-    dir.write("src/controller.txt", b"version one")?;
+    let sources = Sources::new(&dir)?;
     let routes = dir.routes();
-    let next = dir.routes().with_file_name("next.wasm");
-    let source = dir.routes().with_file_name("src").join("controller.txt");
     let server = Server::start_watching(dir).await?;
 
     let mut with_ctl = std::fs::read_to_string(&routes)?;
@@ -82,13 +102,7 @@ controller = "ctl"
     let mut client = server.connect("/ctl/x").await?;
     assert_eq!(client.request("a").await?, "v1:a");
 
-    std::fs::write(&next, std::fs::read(&guests().lifecycle_v2)?)?;
-    std::fs::write(&source, b"version two")?;
-    server
-        .log_line("about the rebuild", |l| {
-            l.contains("rebuilt after a source change")
-        })
-        .await?;
+    sources.edit_to_v2(&server).await?;
     // The swap happens behind the events already queued: ask until the new version
     // answers (each answer comes from one version or the other).
     let deadline = tokio::time::Instant::now() + HANG_GUARD;

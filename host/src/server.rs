@@ -160,12 +160,16 @@ struct RouteSlot<'a> {
 
 impl Drop for RouteSlot<'_> {
     fn drop(&mut self) {
-        let mut counts = self.server.route_counts();
-        if let Some(n) = counts.get_mut(&self.route) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.route);
-            }
+        release(&mut self.server.route_counts(), &self.route);
+    }
+}
+
+/// Gives back one place counted under `key`, forgetting keys that reach zero.
+fn release<K: Eq + std::hash::Hash>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(key);
         }
     }
 }
@@ -178,13 +182,7 @@ struct HandshakeSlot<'a> {
 
 impl Drop for HandshakeSlot<'_> {
     fn drop(&mut self) {
-        let mut counts = self.server.handshake_counts();
-        if let Some(n) = counts.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.key);
-            }
-        }
+        release(&mut self.server.handshake_counts(), &self.key);
     }
 }
 

@@ -114,6 +114,27 @@ fn check_request(request: &Request) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// A request for `target`, whose path part is `path` and query `query`, is read with
+/// the normalised path and the query as sent, or refused with 400 if the path is
+/// ambiguous.
+fn check_target(target: &str, path: &str, query: &str) -> Result<(), TestCaseError> {
+    let head = format!("GET {target} HTTP/1.1\r\n\r\n");
+    match normalize_path(path) {
+        Ok(want) => {
+            let request = parse_head(&head)?;
+            prop_assert_eq!(request.path, want);
+            prop_assert_eq!(request.query, query);
+        }
+        Err(_) => {
+            let status = read(&mut head.as_bytes(), DEFAULT_MAX_HEAD)
+                .err()
+                .map(|r| r.status);
+            prop_assert_eq!(status, Some(400));
+        }
+    }
+    Ok(())
+}
+
 /// What `accept` promises for any request and any route table.
 fn check_accept(request: &Request, routes: &[Route]) -> Result<(), TestCaseError> {
     let offered: Vec<&str> = request.header_items("sec-websocket-protocol").collect();
@@ -372,18 +393,7 @@ proptest! {
             Some(q) => format!("{path}?{q}"),
             None => path.clone(),
         };
-        let head = format!("GET {target} HTTP/1.1\r\n\r\n");
-        match normalize_path(&path) {
-            Ok(want) => {
-                let request = parse_head(&head)?;
-                prop_assert_eq!(request.path, want);
-                prop_assert_eq!(request.query, query.unwrap_or_default());
-            }
-            Err(_) => {
-                let status = read(&mut head.as_bytes(), DEFAULT_MAX_HEAD).err().map(|r| r.status);
-                prop_assert_eq!(status, Some(400));
-            }
-        }
+        check_target(&target, &path, &query.unwrap_or_default())?;
     }
 
     #[test]
@@ -397,18 +407,8 @@ proptest! {
             "{scheme}://{authority}{path}{}",
             query.as_ref().map_or(String::new(), |q| format!("?{q}"))
         );
-        let head = format!("GET {target} HTTP/1.1\r\n\r\n");
-        match normalize_path(if path.is_empty() { "/" } else { path.as_str() }) {
-            Ok(want) => {
-                let request = parse_head(&head)?;
-                prop_assert_eq!(request.path, want);
-                prop_assert_eq!(request.query, query.unwrap_or_default());
-            }
-            Err(_) => {
-                let status = read(&mut head.as_bytes(), DEFAULT_MAX_HEAD).err().map(|r| r.status);
-                prop_assert_eq!(status, Some(400));
-            }
-        }
+        let path = if path.is_empty() { "/" } else { path.as_str() };
+        check_target(&target, path, &query.unwrap_or_default())?;
     }
 
     #[test]

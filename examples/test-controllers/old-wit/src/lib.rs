@@ -3,17 +3,20 @@
 //! loaded it and missed the hook (optional exports are found by versioned name) would
 //! let everyone in. The host must refuse to load it, naming both versions.
 
-#![expect(
-    missing_docs,
-    reason = "the bindings wit-bindgen generates are undocumented"
+#[expect(
+    clippy::mem_forget,
+    reason = "in the code wit-bindgen generates for list returns"
 )]
+mod bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "controller-with-handshake",
+    });
+}
 
-wit_bindgen::generate!({
-    path: "wit",
-    world: "controller-with-handshake",
-});
-
-use exports::wshost::controller::handshake::{Guest as Handshake, Request, Response};
+use bindings::Guest;
+use bindings::exports::wshost::controller::handshake::{Guest as Handshake, Request, Response};
+use bindings::wshost::controller::types::Message;
 
 struct OldWit;
 
@@ -37,4 +40,4 @@ impl Handshake for OldWit {
     }
 }
 
-export!(OldWit);
+bindings::export!(OldWit with_types_in bindings);

@@ -1,12 +1,13 @@
 //! A bad routes.toml or controller stops `wshost check` and `wshost run` with exit code 1
 //! and an `error: ...` message that points at the problem: file, line and key, or the
-//! controller's path, or why the wasm is not a component.
+//! controller's path, or why the wasm is not a component (or not of this host's WIT
+//! version).
 
 use std::process::Output;
 
 use anyhow::Result;
 
-use crate::harness::{Route, RoutesDir, check, routes_toml, wshost};
+use crate::harness::{Route, RoutesDir, check, guests, routes_toml, wshost};
 
 /// The stderr of a run that must have failed with exit code 1 and an `error:` message.
 fn failure(output: &Output) -> String {
@@ -98,6 +99,29 @@ async fn garbage_is_not_a_component() -> Result<()> {
         stderr.contains("is not a WebAssembly component"),
         "stderr:\n{stderr}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_component_of_another_wit_version_is_refused_naming_both() -> Result<()> {
+    let routes = routes_toml(&[Route::to(&guests().old_wit)]);
+    let dir = RoutesDir::new(&routes)?;
+    let expected = "old_wit.wasm` was built against wshost:controller@0.1.0; \
+                    this wshost speaks wshost:controller@0.2.0";
+    let stderr = failure(&check(&dir.routes()).await?);
+    assert!(stderr.contains(expected), "stderr:\n{stderr}");
+
+    // `run` refuses it the same way instead of serving without its handshake hook.
+    let routes = dir.routes();
+    let output = wshost(&[
+        "run".as_ref(),
+        routes.as_os_str(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ])
+    .await?;
+    let stderr = failure(&output);
+    assert!(stderr.contains(expected), "stderr:\n{stderr}");
     Ok(())
 }
 

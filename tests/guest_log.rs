@@ -1,5 +1,6 @@
 //! What a controller logs (through the host's `log` and on its own stdout and stderr) ends
-//! up in the host's log on stderr, tagged with the controller's name.
+//! up in the host's log on stderr, tagged with the controller's name, with its control
+//! characters escaped so that it cannot forge log lines.
 
 use anyhow::Result;
 
@@ -54,5 +55,37 @@ async fn guest_stdout_reaches_the_log() -> Result<()> {
 async fn guest_stderr_reaches_the_log() -> Result<()> {
     let server = logged("via-stderr-4713").await?;
     tagged_line(&server, "stderr via-stderr-4713").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_guest_cannot_forge_log_lines_or_send_terminal_escapes() -> Result<()> {
+    let server = logged("a\r\nINFO forged line\x1b[31m").await?;
+    // The host log call: one line, everything escaped.
+    server
+        .log_line("with the escaped host log call", |line| {
+            line.contains(r"a\r\nINFO forged line\x1b[31m") && line.contains("chatty")
+        })
+        .await?;
+    // stdout and stderr are split at the newline; the second half is still escaped and
+    // follows the host's own line prefix.
+    for stream in ["stdout", "stderr"] {
+        server
+            .log_line(&format!("with the escaped {stream} half"), |line| {
+                line.contains(r"INFO forged line\x1b[31m")
+                    && line.contains(&format!("stream=\"{stream}\""))
+            })
+            .await?;
+    }
+    let log = server.log();
+    assert!(
+        !log.lines()
+            .any(|l| l.trim_start().starts_with("INFO forged")),
+        "a guest forged a line:\n{log}"
+    );
+    assert!(
+        !log.contains('\x1b') && !log.contains('\r'),
+        "raw control characters in:\n{log}"
+    );
     Ok(())
 }

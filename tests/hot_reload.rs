@@ -1,7 +1,7 @@
 //! Hot reload: replacing a controller's `.wasm` swaps the new version in without closing,
 //! losing or reordering anything; state crosses over through snapshot/restore; a file
-//! that is not a component, or whose `init` refuses to start, leaves the old version
-//! serving.
+//! that is not a component, is built against another WIT version, or whose `init`
+//! refuses to start, leaves the old version serving.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -164,5 +164,27 @@ async fn a_version_whose_init_traps_is_refused() -> Result<()> {
         .await?;
     assert!(line.contains("failed to instantiate"), "{line}");
     assert_eq!(client.request("y").await?, "v1:y");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_component_of_another_wit_version_is_refused() -> Result<()> {
+    let (server, ctl) = server().await?;
+    let mut client = server.connect("/r/a").await?;
+    assert_eq!(client.request("x").await?, "v1:x");
+    replace(&ctl, &std::fs::read(&guests().old_wit)?)?;
+    let line = server
+        .log_line("refusing the reload", |l| l.contains("reload refused"))
+        .await?;
+    assert!(
+        line.contains("built against wshost:controller@0.1.0")
+            && line.contains("this wshost speaks wshost:controller@0.2.0"),
+        "{line}"
+    );
+    // The old version serves on, and new clients get in (the old-version component's
+    // hook would refuse them).
+    assert_eq!(client.request("y").await?, "v1:y");
+    let mut newcomer = server.connect("/r/b").await?;
+    assert_eq!(newcomer.request("z").await?, "v1:z");
     Ok(())
 }

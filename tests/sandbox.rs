@@ -1,11 +1,11 @@
-//! The controller sandbox: a CPU deadline per call, a memory cap per instance, restart
-//! backoff for a controller that keeps trapping, and no ambient authority. Each
-//! misbehaviour hurts only the connection whose event caused it.
+//! The controller sandbox: a CPU deadline per call, a memory cap per instance (tables
+//! included), restart backoff for a controller that keeps trapping, and no ambient
+//! authority. Each misbehaviour hurts only the connection whose event caused it.
 
 use anyhow::{Context, Result};
 use tokio::time::Instant;
 
-use crate::harness::Server;
+use crate::harness::{Route, Server, guests, routes_toml};
 
 #[tokio::test]
 async fn an_infinite_loop_is_cut_at_the_deadline_and_delays_no_one_else() -> Result<()> {
@@ -64,6 +64,47 @@ async fn a_memory_bomb_hits_the_cap_and_only_its_connection_closes() -> Result<(
     // The fresh instance starts with fresh memory.
     assert_eq!(modest.request("after").await?, "after");
     assert_eq!(modest.request("grow 4").await?, "grew 4");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_table_bomb_hits_the_memory_cap_instead_of_growing_the_server() -> Result<()> {
+    let server = Server::start(&routes_toml(&[
+        Route::to(&guests().table_bomb).at("/bomb/*"),
+        Route::to(&guests().echo).at("/echo/*"),
+    ]))
+    .await?;
+    let mut echo = server.connect("/echo/x").await?;
+    assert_eq!(echo.request("before").await?, "before");
+    let before = server.rss_kib()?;
+
+    // Each message asks to grow a funcref table by 32M elements twice: 512 MiB of host
+    // memory with nothing to stop it.
+    let mut bomber = server.connect("/bomb/a").await?;
+    bomber.send_text("boom").await?;
+    assert_eq!(
+        bomber.recv_close().await?,
+        (1011, "controller error".to_owned())
+    );
+    let trap = server
+        .log_line("for the table trap", |l| l.contains("controller trapped"))
+        .await?;
+    assert!(trap.contains("growing a table"), "{trap}");
+    assert!(trap.contains("memory-bytes"), "{trap}");
+
+    let grown_mib = server.rss_kib()?.saturating_sub(before) / 1024;
+    assert!(
+        grown_mib < 64,
+        "the server grew by {grown_mib} MiB for a table the cap refused"
+    );
+    // The server and the bomb's route serve on (a fresh instance).
+    assert_eq!(echo.request("after").await?, "after");
+    let mut again = server.connect("/bomb/b").await?;
+    again.send_text("boom").await?;
+    assert_eq!(
+        again.recv_close().await?,
+        (1011, "controller error".to_owned())
+    );
     Ok(())
 }
 

@@ -11,7 +11,7 @@
 //
 // Connection ids are WIT `u64`, so they are BigInt here (`7n`), never Number.
 
-import { attribute, broadcast, connectionCount, send } from "wshost:controller/host@0.1.0";
+import { attribute, broadcast, connectionCount, send } from "wshost:controller/host@0.2.0";
 
 // Names of the members, remembered at open: the host forgets a connection's info as
 // soon as it closes, and `left` still needs the name. BigInt keys compare by value.

@@ -60,8 +60,8 @@ pub mod bindings_full {
         default_bindings_module: "::wshost_guest::bindings_full",
         runtime_path: "::wshost_guest::wit_bindgen::rt",
         with: {
-            "wshost:controller/types@0.1.0": crate::bindings::wshost::controller::types,
-            "wshost:controller/host@0.1.0": crate::bindings::wshost::controller::host,
+            "wshost:controller/types@0.2.0": crate::bindings::wshost::controller::types,
+            "wshost:controller/host@0.2.0": crate::bindings::wshost::controller::host,
         },
     });
 }
@@ -192,9 +192,12 @@ impl Timer {
 /// Starts a timer that calls [`Lifecycle::on_timer`] after `delay`, and every `delay`
 /// after that if `repeat`. Timers belong to the instance: a replaced instance has none.
 /// Needs a controller exported with `lifecycle` (or `full`).
-pub fn set_timer(delay: std::time::Duration, repeat: bool) -> Timer {
+///
+/// An instance may have routes.toml `max-timers` (default 10000) timers pending at
+/// once; past that this returns the host's explanation and sets nothing.
+pub fn set_timer(delay: std::time::Duration, repeat: bool) -> Result<Timer, String> {
     let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-    Timer(timers::set_timer(ms, repeat))
+    timers::set_timer(ms, repeat).map(Timer)
 }
 
 impl HandshakeRequest {

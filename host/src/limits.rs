@@ -1,5 +1,5 @@
 //! Limits: message and frame sizes, keepalive, connection counts, queue sizes, and the
-//! controller sandbox (CPU deadline per call, memory cap per instance).
+//! controller sandbox (CPU deadline per call, memory cap and timer cap per instance).
 //!
 //! Set them for every route in a top-level `[limits]` table and override them for one
 //! route in `[route.limits]` (same keys; a route inherits every key it does not set).
@@ -20,15 +20,26 @@
 //! outbound-queue-bytes = 4194304   # per connection
 //! slow-client = "close"            # or "drop-oldest"
 //! call-deadline-ms = 200           # longest one export call may run
-//! memory-bytes = 67108864          # a controller instance's memory cap
+//! memory-bytes = 67108864          # a controller instance's memories + tables cap
+//! max-timers = 10000               # pending timers of a controller instance
 //! inbound-queue-messages = 1024    # events queued for one controller
 //! inbound-queue-bytes = 16777216   # message bytes queued for one controller
 //! ```
 //!
 //! A controller used by several routes runs as one instance, so its memory cap, its
-//! inbound queue and the deadline of calls that belong to no connection (`init`, timers,
-//! `on-shutdown`) are the largest among those routes; a call for a connection's event
-//! gets the deadline of that connection's route.
+//! timer cap, its inbound queue and the deadline of calls that belong to no connection
+//! (`init`, timers, `on-shutdown`) are the largest among those routes; a call for a
+//! connection's event gets the deadline of that connection's route.
+//!
+//! `memory-bytes` covers all of an instance's linear memories and tables together: each
+//! table element is charged 16 bytes (wasmtime stores one in 8 to 16 bytes of host
+//! memory), so with the default 64 MiB a guest's tables hold at most 4M elements. Growing
+//! past the cap traps. Fixed caps, not configurable, bound what an instance may create
+//! besides: 500 core instances, 500 tables and 16 memories.
+//!
+//! `max-timers` caps the timers an instance has pending at once; past it `set-timer`
+//! returns an error to the guest. Finding and taking the due timers costs O(log n) per
+//! event, however many are pending.
 
 use std::time::Duration;
 
@@ -67,8 +78,11 @@ pub struct Limits {
     pub slow_client: SlowClient,
     /// Longest one export call may run before it is interrupted.
     pub call_deadline: Duration,
-    /// Most linear memory one controller instance may grow to.
+    /// Most bytes one controller instance's linear memories and tables (16 bytes an
+    /// element) may grow to, together.
     pub memory_bytes: usize,
+    /// Most timers one controller instance may have pending at once.
+    pub max_timers: usize,
     /// Events a controller's queue holds before its clients' sockets stop being read.
     pub inbound_messages: usize,
     /// Message bytes a controller's queue holds before its clients' sockets stop being
@@ -88,6 +102,7 @@ impl Default for Limits {
             slow_client: SlowClient::Close,
             call_deadline: Duration::from_millis(200),
             memory_bytes: 64 << 20,
+            max_timers: 10_000,
             inbound_messages: 1024,
             inbound_bytes: 16 << 20,
         }
@@ -118,6 +133,7 @@ pub(crate) struct RawLimits {
     slow_client: Option<SlowClient>,
     call_deadline_ms: Option<u64>,
     memory_bytes: Option<u64>,
+    max_timers: Option<u64>,
     inbound_queue_messages: Option<u64>,
     inbound_queue_bytes: Option<u64>,
 }
@@ -155,6 +171,7 @@ impl RawLimits {
             &mut limits.outbound_bytes,
         )?;
         positive("memory-bytes", self.memory_bytes, &mut limits.memory_bytes)?;
+        positive("max-timers", self.max_timers, &mut limits.max_timers)?;
         positive(
             "inbound-queue-messages",
             self.inbound_queue_messages,
@@ -214,8 +231,10 @@ impl RawLimits {
 pub struct Sandbox {
     /// Deadline of calls that belong to no connection (init, timers, shutdown, reload).
     pub call_deadline: Duration,
-    /// Memory cap of the instance.
+    /// Memory cap of the instance: its memories and tables together.
     pub memory_bytes: usize,
+    /// Most timers the instance may have pending.
+    pub max_timers: usize,
     /// Capacity of the controller's event queue.
     pub inbound_messages: usize,
     /// Byte budget of the controller's event queue.
@@ -228,6 +247,7 @@ impl Sandbox {
         Self {
             call_deadline: limits.call_deadline,
             memory_bytes: limits.memory_bytes,
+            max_timers: limits.max_timers,
             inbound_messages: limits.inbound_messages,
             inbound_bytes: limits.inbound_bytes,
         }
@@ -237,6 +257,7 @@ impl Sandbox {
     pub fn widen(&mut self, limits: &Limits) {
         self.call_deadline = self.call_deadline.max(limits.call_deadline);
         self.memory_bytes = self.memory_bytes.max(limits.memory_bytes);
+        self.max_timers = self.max_timers.max(limits.max_timers);
         self.inbound_messages = self.inbound_messages.max(limits.inbound_messages);
         self.inbound_bytes = self.inbound_bytes.max(limits.inbound_bytes);
     }
@@ -280,6 +301,7 @@ mod tests {
             "max-message-bytes",
             "outbound-queue-messages",
             "memory-bytes",
+            "max-timers",
             "call-deadline-ms",
         ] {
             let error = raw(&format!("{key} = 0"))
@@ -293,7 +315,7 @@ mod tests {
 
     #[test]
     fn a_shared_controller_gets_the_widest_sandbox() {
-        let narrow = raw("call-deadline-ms = 50\nmemory-bytes = 1000")
+        let narrow = raw("call-deadline-ms = 50\nmemory-bytes = 1000\nmax-timers = 20000")
             .apply(&Limits::default())
             .unwrap();
         let wide = raw("call-deadline-ms = 900")
@@ -303,5 +325,6 @@ mod tests {
         sandbox.widen(&wide);
         assert_eq!(sandbox.call_deadline, Duration::from_millis(900));
         assert_eq!(sandbox.memory_bytes, Limits::default().memory_bytes);
+        assert_eq!(sandbox.max_timers, 20_000);
     }
 }

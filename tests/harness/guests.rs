@@ -1,6 +1,7 @@
 //! Building the guest controllers once per test process: the examples (echo, chat, auth,
-//! ticker) and the test-only probe, hostile and lifecycle controllers, the latter in four builds
-//! (v1, v2, bad-init, trap-init) kept side by side for the hot-reload tests.
+//! ticker) and the test-only probe, hostile, old-wit and lifecycle controllers, the latter
+//! in four builds (v1, v2, bad-init, trap-init) kept side by side for the hot-reload
+//! tests; and the table bomb, assembled from WAT.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,6 +28,11 @@ pub(crate) struct Guests {
     pub(crate) ticker: PathBuf,
     /// examples/test-controllers/hostile: spins, grows, panics, floods on request.
     pub(crate) hostile: PathBuf,
+    /// examples/test-controllers/table-bomb: grows a table by 2×32M elements per message.
+    pub(crate) table_bomb: PathBuf,
+    /// examples/test-controllers/old-wit: built against `wshost:controller@0.1.0`, with a
+    /// handshake hook that refuses everyone.
+    pub(crate) old_wit: PathBuf,
     /// examples/test-controllers/lifecycle, default build: replies `v1:...`.
     pub(crate) lifecycle_v1: PathBuf,
     /// The same built with feature `v2`: replies `v2:...`.
@@ -83,7 +89,7 @@ fn build_guests() -> Result<Guests> {
         &target_dir,
         &[
             "-p", "echo", "-p", "chat", "-p", "probe", "-p", "auth", "-p", "ticker", "-p",
-            "hostile",
+            "hostile", "-p", "old-wit",
         ],
     )?;
     cargo_build(&target_dir, &["-p", "probe", "--features", "hook"])?;
@@ -112,6 +118,10 @@ fn build_guests() -> Result<Guests> {
         lifecycle_bad_init,
         lifecycle_trap_init,
     ] = <[PathBuf; 4]>::try_from(lifecycle).expect("four builds");
+    let table_bomb = variants.join("table-bomb.wasm");
+    let wat = root.join("examples/test-controllers/table-bomb/table-bomb.wat");
+    let bytes = wat::parse_file(&wat).with_context(|| format!("assembling {}", wat.display()))?;
+    std::fs::write(&table_bomb, bytes).context("writing table-bomb.wasm")?;
     let guests = Guests {
         echo: dir.join("echo.wasm"),
         chat: dir.join("chat.wasm"),
@@ -120,6 +130,8 @@ fn build_guests() -> Result<Guests> {
         auth: dir.join("auth.wasm"),
         ticker: dir.join("ticker.wasm"),
         hostile: dir.join("hostile.wasm"),
+        table_bomb,
+        old_wit: dir.join("old_wit.wasm"),
         lifecycle_v1,
         lifecycle_v2,
         lifecycle_bad_init,
@@ -132,6 +144,7 @@ fn build_guests() -> Result<Guests> {
         &guests.auth,
         &guests.ticker,
         &guests.hostile,
+        &guests.old_wit,
     ] {
         ensure!(
             path.is_file(),

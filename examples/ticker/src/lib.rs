@@ -8,7 +8,8 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use wshost_guest::{
-    Connection, Controller, Lifecycle, ServerParams, Timer, broadcast_text, connections, set_timer,
+    Connection, Controller, Lifecycle, LogLevel, ServerParams, Timer, broadcast_text, connections,
+    log, set_timer,
 };
 
 struct Ticker;
@@ -28,7 +29,10 @@ thread_local! {
 fn start() {
     STATE.with_borrow_mut(|s| {
         if s.timer.is_none() {
-            s.timer = Some(set_timer(s.interval, true));
+            // Fails only past routes.toml `max-timers`; without a timer there are no ticks.
+            s.timer = set_timer(s.interval, true)
+                .inspect_err(|why| log(LogLevel::Error, &format!("no ticks: {why}")))
+                .ok();
         }
     });
 }

@@ -15,11 +15,17 @@ use super::bindings::{
 use super::store::{HostState, end_call, start_call};
 use crate::limits::Sandbox;
 
+/// The WIT package this host implements, `wshost:controller`, and its version. A
+/// component built against any other version is refused at load (see
+/// [`wit_version_mismatch`]).
+pub(crate) const WIT_PACKAGE: &str = "wshost:controller";
+pub(crate) const WIT_VERSION: &str = "0.2.0";
+
 /// Export names of the optional interfaces.
-const HANDSHAKE: &str = "wshost:controller/handshake@0.1.0";
-const LIFECYCLE: &str = "wshost:controller/lifecycle@0.1.0";
-const TIMER_HANDLER: &str = "wshost:controller/timer-handler@0.1.0";
-const STATE: &str = "wshost:controller/state@0.1.0";
+const HANDSHAKE: &str = "wshost:controller/handshake@0.2.0";
+const LIFECYCLE: &str = "wshost:controller/lifecycle@0.2.0";
+const TIMER_HANDLER: &str = "wshost:controller/timer-handler@0.2.0";
+const STATE: &str = "wshost:controller/state@0.2.0";
 
 /// What `init` receives.
 #[derive(Debug, Clone, Default)]
@@ -94,9 +100,9 @@ impl Loaded {
         })
     }
 
-    /// Fresh store data for an instance of this controller (its memory cap applied).
+    /// Fresh store data for an instance of this controller (its sandbox limits applied).
     pub(crate) fn new_state(&self) -> HostState {
-        HostState::new(self.name.clone(), self.sandbox.memory_bytes)
+        HostState::new(self.name.clone(), &self.sandbox)
     }
 
     pub(crate) fn has_handshake(&self) -> bool {
@@ -164,5 +170,65 @@ fn optional<T>(
         indices(pre).map(Some)
     } else {
         Ok(None)
+    }
+}
+
+/// The first `wshost:controller` package version other than [`WIT_VERSION`] among
+/// `names` (a component's import and export names), spelled `wshost:controller@0.1.0`;
+/// `None` when every name of the package carries the host's version.
+///
+/// Names look like `wshost:controller/handshake@0.2.0`. Optional exports are looked up
+/// by their exact name, so a component built against another version would otherwise
+/// load and silently lose them (a handshake hook that checks authentication, say).
+pub(crate) fn wit_version_mismatch<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    names.into_iter().find_map(|name| {
+        let rest = name.strip_prefix(WIT_PACKAGE)?.strip_prefix('/')?;
+        let version = rest.split_once('@').map_or("", |(_, v)| v);
+        (version != WIT_VERSION).then(|| {
+            if version.is_empty() {
+                format!("{WIT_PACKAGE} without a version")
+            } else {
+                format!("{WIT_PACKAGE}@{version}")
+            }
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_optional_exports_carry_the_host_version() {
+        for name in [HANDSHAKE, LIFECYCLE, TIMER_HANDLER, STATE] {
+            assert_eq!(wit_version_mismatch([name]), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn another_version_of_the_package_is_found() {
+        let names = [
+            "wasi:cli/stdout@0.2.6",
+            "wshost:controller/host@0.2.0",
+            "on-open",
+            "wshost:controller/handshake@0.1.0",
+        ];
+        assert_eq!(
+            wit_version_mismatch(names),
+            Some("wshost:controller@0.1.0".to_owned())
+        );
+        assert_eq!(
+            wit_version_mismatch(["wshost:controller/host@0.3.0-rc1"]),
+            Some("wshost:controller@0.3.0-rc1".to_owned())
+        );
+        assert_eq!(
+            wit_version_mismatch(["wshost:controller/host"]),
+            Some("wshost:controller without a version".to_owned())
+        );
+        // Other packages, even with a similar name, are not ours to judge.
+        assert_eq!(
+            wit_version_mismatch(["wshost:controllers/x@9.0.0", "acme:controller/host@0.1.0"]),
+            None
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The shared wasmtime engine and the path from a `.wasm` file to a ready-to-instantiate
 //! controller: build → read → check it is a component → compile (through wasmtime's
-//! on-disk cache) → link against WASI and our host interface → check the exports →
-//! one trial instantiation.
+//! on-disk cache) → check it was built against this host's `wshost:controller` version →
+//! link against WASI and our host interface → check the exports → one trial
+//! instantiation.
 //!
 //! Each step has its own [`LoadError`] variant so `wshost check` and a failed start say
 //! exactly which file failed and why.
@@ -15,7 +16,7 @@ use wasmtime::{Cache, CacheConfig, Config, Engine, Store};
 
 use super::bindings::{self, ControllerPre, ServerParams};
 use super::build_step::{self, BuildError};
-use super::component::{InitArgs, Loaded};
+use super::component::{InitArgs, Loaded, WIT_PACKAGE, WIT_VERSION, wit_version_mismatch};
 use super::store::HostState;
 use crate::config::ControllerSpec;
 
@@ -59,6 +60,22 @@ pub enum LoadError {
         path: PathBuf,
         /// The wasm error.
         detail: String,
+    },
+    /// The component was built against another version of the `wshost:controller`
+    /// package than this host implements.
+    #[error(
+        "controller `{name}`: `{}` was built against {found}; this wshost speaks {expected}",
+        path.display()
+    )]
+    WitVersion {
+        /// Controller name.
+        name: String,
+        /// The `.wasm` path.
+        path: PathBuf,
+        /// The package version the component names, e.g. `wshost:controller@0.1.0`.
+        found: String,
+        /// The one this host implements, e.g. `wshost:controller@0.2.0`.
+        expected: String,
     },
     /// The component imports something wshost does not provide, or does not export the
     /// `controller` world.
@@ -261,6 +278,22 @@ impl Runtime {
             let (name, path, detail) = err(format!("{e:#}"));
             LoadError::Compile { name, path, detail }
         })?;
+        // Before linking: a component of another version would fail to link with a less
+        // helpful error, or (exporting only unversioned functions and versioned optional
+        // interfaces) link and lose those interfaces.
+        let ty = component.component_type();
+        let names = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name)
+            .chain(ty.exports(&self.engine).map(|(name, _)| name));
+        if let Some(found) = wit_version_mismatch(names) {
+            return Err(LoadError::WitVersion {
+                name: name.to_owned(),
+                path: path.to_owned(),
+                found,
+                expected: format!("{WIT_PACKAGE}@{WIT_VERSION}"),
+            });
+        }
         let world_error = |e: wasmtime::Error| {
             let (name, path, detail) = err(format!("{e:#}"));
             LoadError::World { name, path, detail }
@@ -288,6 +321,7 @@ impl Runtime {
     /// A store for one instance, with the deadline machinery armed.
     pub(crate) fn new_store(&self, state: HostState) -> Store<HostState> {
         let mut store = Store::new(&self.engine, state);
+        // Memories, tables and instances are limited per store, that is per instance.
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|ctx| ctx.data().on_epoch_tick());

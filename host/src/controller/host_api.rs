@@ -1,5 +1,6 @@
 //! The `host` interface as seen by guests: `send`, `close`, `broadcast`,
-//! `connections`, `info` and `log`.
+//! `connections`, `info` and `log` (whose text is escaped: a guest cannot forge a log
+//! line).
 //!
 //! Every function here runs inside an export call on the controller's actor task, so it
 //! has the connection table to itself. None of them waits: sends go onto bounded
@@ -10,6 +11,7 @@ use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::bindings::{Host, LogLevel, SendError, TypesHost, WitConnectionInfo, WitMessage};
+use super::stdio::escape_controls;
 use super::store::HostState;
 use super::{ConnectionId, Outbound, QueueError};
 use crate::request::CloseReason;
@@ -107,6 +109,7 @@ impl Host for HostState {
     }
 
     fn log(&mut self, level: LogLevel, msg: String) {
+        let msg = escape_controls(&msg);
         let controller = &*self.name;
         let emit = || match level {
             LogLevel::Trace => tracing::trace!(controller, "{msg}"),

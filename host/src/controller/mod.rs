@@ -13,10 +13,12 @@ mod build_step;
 mod component;
 mod engine;
 mod host_api;
+mod limiter;
 mod outbound;
 mod reload;
 mod stdio;
 mod store;
+mod timers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

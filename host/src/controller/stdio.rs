@@ -1,10 +1,13 @@
 //! Guest stdout and stderr, turned into log lines tagged with the controller's name
-//! and, during a connection's event, the connection's id.
+//! and, during a connection's event, the connection's id; and [`escape_controls`], which
+//! every line a guest writes to the log (these and its `log` calls) goes through.
 //!
 //! WASI output streams write bytes in arbitrary chunks; this writer buffers them until a
 //! newline (or 4 KiB without one) and emits one tracing event per line, so a guest's
 //! `println!` or `print()` reads like any other log line.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,6 +19,38 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
 /// Longest line buffered before it is logged anyway.
 const MAX_LINE: usize = 4096;
+
+/// `text` with every character that could forge or disguise a log line written as an
+/// escape: CR, LF and tab as `\r`, `\n`, `\t`, the other C0 controls, DEL and the C1
+/// controls as `\x1b` and so on, and the Unicode line and paragraph separators and
+/// bidirectional overrides as `\u{2028}` and so on. A guest's text is untrusted: a raw
+/// newline would let it start a line of its own that looks like the host's, and ESC
+/// would let it drive the terminal of whoever reads the log.
+pub(crate) fn escape_controls(text: &str) -> Cow<'_, str> {
+    let needs_escape = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.contains(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) && (c as u32) < 0x100 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// Which guest stream a [`GuestOutput`] captures.
 #[derive(Clone, Copy, Debug)]
@@ -70,6 +105,7 @@ impl LineWriter {
         if line.trim().is_empty() {
             return;
         }
+        let line = escape_controls(line);
         let controller = &*self.out.controller;
         let conn_id = Some(self.out.calling.load(Ordering::Relaxed)).filter(|&id| id != 0);
         match self.out.stream {
@@ -120,5 +156,32 @@ impl Drop for LineWriter {
         if !self.buf.is_empty() {
             self.emit(&self.buf);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn plain_text_is_borrowed_as_is() {
+        let text = "héllo \\n \"quoted\" 日本";
+        assert!(matches!(escape_controls(text), std::borrow::Cow::Borrowed(t) if t == text));
+    }
+
+    #[test]
+    fn controls_and_separators_are_escaped() {
+        assert_eq!(
+            escape_controls("a\r\nINFO forged line\x1b[31m"),
+            "a\\r\\nINFO forged line\\x1b[31m"
+        );
+        assert_eq!(
+            escape_controls("\0\t\x07\x7f\u{85}\u{9b}"),
+            "\\x00\\t\\x07\\x7f\\x85\\x9b"
+        );
+        assert_eq!(
+            escape_controls("x\u{2028}y\u{202e}z"),
+            "x\\u{2028}y\\u{202e}z"
+        );
     }
 }

@@ -11,18 +11,22 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::TimersHost;
+use super::limiter::Budget;
 use super::stdio::{GuestOutput, Stream};
+use super::timers::Timers;
 use super::{ConnectionId, ConnectionInfo, OutboundHandle};
+use crate::limits::Sandbox;
 
 /// Store data of one controller instance.
 pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    /// Memory, table and instance limits.
+    pub(crate) limits: Budget,
     pub(crate) name: Arc<str>,
     /// Connections open on this controller; survives instance replacement.
     pub(crate) conns: BTreeMap<ConnectionId, ConnEntry>,
@@ -50,73 +54,24 @@ pub(crate) struct ConnEntry {
     pub(crate) closing: bool,
 }
 
-/// Pending timers of one instance.
-#[derive(Default)]
-pub(crate) struct Timers {
-    next_id: u64,
-    pending: BTreeMap<u64, Timer>,
-}
-
-struct Timer {
-    due: Instant,
-    period: Option<Duration>,
-}
-
-impl Timers {
-    /// When the earliest timer is due.
-    pub(crate) fn next_due(&self) -> Option<Instant> {
-        self.pending.values().map(|t| t.due).min()
-    }
-
-    /// Takes the ids of the timers due at `now`, in due order, rescheduling the
-    /// repeating ones (from `now` if they fell behind, so a slow guest is not flooded).
-    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<u64> {
-        let mut due: Vec<(Instant, u64)> = self
-            .pending
-            .iter()
-            .filter(|(_, t)| t.due <= now)
-            .map(|(id, t)| (t.due, *id))
-            .collect();
-        due.sort();
-        for (_, id) in &due {
-            let timer = self.pending.get_mut(id).expect("listed above");
-            match timer.period {
-                Some(period) => timer.due = (timer.due + period).max(now),
-                None => {
-                    self.pending.remove(id);
-                }
-            }
-        }
-        due.into_iter().map(|(_, id)| id).collect()
-    }
-}
-
 impl TimersHost for HostState {
-    fn set_timer(&mut self, delay_ms: u64, repeat: bool) -> u64 {
+    fn set_timer(&mut self, delay_ms: u64, repeat: bool) -> Result<u64, String> {
         let delay = Duration::from_millis(delay_ms);
-        let timers = &mut self.timers;
-        timers.next_id += 1;
-        let id = timers.next_id;
-        let period = repeat.then(|| delay.max(Duration::from_millis(1)));
-        timers.pending.insert(
-            id,
-            Timer {
-                due: Instant::now() + delay,
-                period,
-            },
-        );
-        id
+        self.timers
+            .set(Instant::now(), delay, repeat)
+            .map_err(|e| e.to_string())
     }
 
     fn cancel_timer(&mut self, id: u64) -> bool {
-        self.timers.pending.remove(&id).is_some()
+        self.timers.cancel(id)
     }
 }
 
 impl HostState {
     /// Fresh state with the WASI sandbox: no files, no environment, no network, guest
-    /// stdout/stderr to the log; linear memory capped at `memory_bytes`.
-    pub(crate) fn new(name: Arc<str>, memory_bytes: usize) -> Self {
+    /// stdout/stderr to the log; memories and tables within `sandbox.memory_bytes`,
+    /// at most `sandbox.max_timers` timers.
+    pub(crate) fn new(name: Arc<str>, sandbox: &Sandbox) -> Self {
         let calling = Arc::new(AtomicU64::new(0));
         let wasi = WasiCtxBuilder::new()
             .stdout(GuestOutput::new(
@@ -136,13 +91,10 @@ impl HostState {
         Self {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory_bytes)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: Budget::new(sandbox.memory_bytes),
             name,
             conns: BTreeMap::new(),
-            timers: Timers::default(),
+            timers: Timers::new(sandbox.max_timers),
             call: None,
             calling,
             leaving: None,
@@ -208,22 +160,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_shot_and_repeating_timers() {
-        let mut state = HostState::new("t".into(), 1 << 20);
-        let once = state.set_timer(10, false);
-        let every = state.set_timer(5, true);
-        let t0 = Instant::now();
-        assert_eq!(state.timers.take_due(t0), Vec::<u64>::new());
-        assert_eq!(
-            state.timers.take_due(t0 + Duration::from_millis(5)),
-            [every]
-        );
-        assert_eq!(
-            state.timers.take_due(t0 + Duration::from_millis(10)),
-            [once, every]
-        );
-        assert!(state.cancel_timer(every));
-        assert!(!state.cancel_timer(once), "a fired one-shot timer is gone");
-        assert_eq!(state.timers.next_due(), None);
+    fn set_timer_past_the_cap_is_an_error_the_guest_sees() {
+        let sandbox = Sandbox {
+            max_timers: 2,
+            ..Sandbox::default()
+        };
+        let mut state = HostState::new("t".into(), &sandbox);
+        let first = state.set_timer(10, false).unwrap();
+        state.set_timer(10, true).unwrap();
+        let error = state.set_timer(10, false).unwrap_err();
+        assert!(error.contains("max-timers"), "{error}");
+        assert!(state.cancel_timer(first));
+        assert!(state.set_timer(10, false).is_ok());
     }
 }

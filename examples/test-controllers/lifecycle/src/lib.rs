@@ -2,7 +2,9 @@
 //!
 //! It records every lifecycle event in a log (`events` returns it, `;`-separated) and
 //! answers text commands: `events`; `params`; `timer MS once|repeat` (replies `timer
-//! ID`; firing broadcasts `fired ID`); `cancel ID` (replies `cancelled true|false`);
+//! ID`, or `timer error WHY` past the timer cap; firing broadcasts `fired ID`); `timers
+//! N MS` (sets N one-shot timers of MS ms, stopping at the first error; replies `timers
+//! SET` or `timers SET error WHY`); `cancel ID` (replies `cancelled true|false`);
 //! `count` (a counter carried across reloads by snapshot/restore); `panic`. Anything
 //! else is answered `VERSION:text`, VERSION being `v1` or, built with feature `v2`,
 //! `v2`. Built with `bad-init`, `init` refuses to start; with `trap-init`, it panics.
@@ -49,7 +51,31 @@ impl Controller for Probe {
             "timer" => {
                 let (ms, mode) = rest.split_once(' ').unwrap_or((rest, "once"));
                 let delay = Duration::from_millis(ms.parse().unwrap_or(0));
-                format!("timer {}", set_timer(delay, mode == "repeat").id())
+                match set_timer(delay, mode == "repeat") {
+                    Ok(timer) => format!("timer {}", timer.id()),
+                    Err(why) => format!("timer error {why}"),
+                }
+            }
+            "timers" => {
+                // `timers N MS`: sets N one-shot timers of MS; stops at the first error.
+                let (n, ms) = rest.split_once(' ').unwrap_or((rest, "60000"));
+                let delay = Duration::from_millis(ms.parse().unwrap_or(60_000));
+                let n: u64 = n.parse().unwrap_or(0);
+                let mut set = 0;
+                let mut error = None;
+                while set < n {
+                    match set_timer(delay, false) {
+                        Ok(_) => set += 1,
+                        Err(why) => {
+                            error = Some(why);
+                            break;
+                        }
+                    }
+                }
+                match error {
+                    None => format!("timers {set}"),
+                    Some(why) => format!("timers {set} error {why}"),
+                }
             }
             "cancel" => {
                 let id = rest.parse().unwrap_or(0);

@@ -154,3 +154,31 @@ async fn a_controller_has_no_files_environment_or_network() -> Result<()> {
     assert_eq!(value("clock")?, "true");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_gc_heap_bomb_hits_the_memory_cap_instead_of_growing_the_server() -> Result<()> {
+    // The wasm GC proposal is on in wasmtime 48; its heap grows through the same
+    // limiter as linear memory and tables.
+    let server = Server::start(&routes_toml(&[
+        Route::to(&guests().gc_bomb).at("/bomb/*"),
+        Route::to(&guests().echo).at("/echo/*"),
+    ]))
+    .await?;
+    let mut echo = server.connect("/echo/x").await?;
+    assert_eq!(echo.request("before").await?, "before");
+    let before = server.rss_kib()?;
+    let mut bomber = server.connect("/bomb/a").await?;
+    bomber.send_text("boom").await?;
+    assert_eq!(
+        bomber.recv_close().await?,
+        (1011, "controller error".to_owned())
+    );
+    let trap = server
+        .log_line("for the GC trap", |l| l.contains("controller trapped"))
+        .await?;
+    assert!(trap.contains("GC heap"), "{trap}");
+    let grown_mib = server.rss_kib()?.saturating_sub(before) / 1024;
+    assert!(grown_mib < 64, "the server grew by {grown_mib} MiB");
+    assert_eq!(echo.request("after").await?, "after");
+    Ok(())
+}

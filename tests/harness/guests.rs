@@ -30,6 +30,8 @@ pub(crate) struct Guests {
     pub(crate) hostile: PathBuf,
     /// examples/test-controllers/table-bomb: grows a table by 2×32M elements per message.
     pub(crate) table_bomb: PathBuf,
+    /// examples/test-controllers/gc-bomb: allocates 1 GiB of wasm GC arrays per message.
+    pub(crate) gc_bomb: PathBuf,
     /// examples/test-controllers/old-wit: built against `wshost:controller@0.1.0`, with a
     /// handshake hook that refuses everyone.
     pub(crate) old_wit: PathBuf,
@@ -122,6 +124,10 @@ fn build_guests() -> Result<Guests> {
     let wat = root.join("examples/test-controllers/table-bomb/table-bomb.wat");
     let bytes = wat::parse_file(&wat).with_context(|| format!("assembling {}", wat.display()))?;
     std::fs::write(&table_bomb, bytes).context("writing table-bomb.wasm")?;
+    let gc_bomb = variants.join("gc-bomb.wasm");
+    let wat = root.join("examples/test-controllers/gc-bomb/gc-bomb.wat");
+    let bytes = wat::parse_file(&wat).with_context(|| format!("assembling {}", wat.display()))?;
+    std::fs::write(&gc_bomb, bytes).context("writing gc-bomb.wasm")?;
     let guests = Guests {
         echo: dir.join("echo.wasm"),
         chat: dir.join("chat.wasm"),
@@ -131,6 +137,7 @@ fn build_guests() -> Result<Guests> {
         ticker: dir.join("ticker.wasm"),
         hostile: dir.join("hostile.wasm"),
         table_bomb,
+        gc_bomb,
         old_wit: dir.join("old_wit.wasm"),
         lifecycle_v1,
         lifecycle_v2,

@@ -68,13 +68,15 @@ fn value() -> impl Strategy<Value = String> {
 
 const LIMITS: &str = "max-connections max-message-bytes max-frame-bytes ping-interval-ms \
     idle-timeout-ms outbound-queue-messages outbound-queue-bytes slow-client \
-    call-deadline-ms memory-bytes inbound-queue-messages inbound-queue-bytes";
+    call-deadline-ms memory-bytes inbound-queue-messages inbound-queue-bytes max-timers \
+    max-handshakes-per-address";
 
 /// Table headers of `VALID` with the keys they take; "" is the top level.
 const TABLES: &[(&str, &str)] = &[
     (
         "",
-        "listen max-header-bytes handshake-timeout-ms shutdown-timeout-ms trusted-proxies",
+        "listen max-header-bytes handshake-timeout-ms shutdown-timeout-ms trusted-proxies \
+         forwarded-header",
     ),
     ("[limits]", LIMITS),
     ("[route.limits]", LIMITS),
@@ -87,7 +89,7 @@ const TABLES: &[(&str, &str)] = &[
     ("[controllers.echo]", "wasm build watch"),
     (
         "[filters.local]",
-        "kind allow allow-missing max window-secs",
+        "kind allow allow-missing max window-secs ipv6-prefix max-clients",
     ),
 ];
 

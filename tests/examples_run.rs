@@ -1,9 +1,10 @@
 //! The shipped examples/routes.toml works: `wshost check` builds and compiles its
-//! controllers and prints its route table, and `wshost run` serves echo and chat from it.
+//! controllers and prints its route table, and `wshost run` serves echo and chat from it,
+//! wherever cargo is told to put its build output (`CARGO_TARGET_DIR`).
 
 use anyhow::{Context, Result};
 
-use crate::harness::{Lang, Server, chat, check, workspace_root};
+use crate::harness::{Lang, Server, chat, check, guests, target_dir, workspace_root};
 
 /// The name `wshost check` shows for each route of a routes.toml: `name`, else `match`,
 /// else `*`.
@@ -96,5 +97,38 @@ async fn the_javascript_and_python_chats_run_from_their_own_routes_files() -> Re
             .with_context(|| format!("{example}: {welcome:?}"))?;
         assert_eq!(first.recv_text().await?, format!("{name} joined"));
     }
+    Ok(())
+}
+
+/// With `CARGO_TARGET_DIR` elsewhere, the examples' build lines build there and wshost
+/// loads from there (`{cargo-target-dir}` in the routes file), not from a stale
+/// `../target`.
+#[tokio::test]
+async fn the_examples_follow_cargo_target_dir() -> Result<()> {
+    guests(); // this build's output, to seed the other directory with
+    let elsewhere = tempfile::tempdir()?;
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(target_dir().join("release"))
+        .arg(target_dir().join("wasm32-wasip2"))
+        .arg(elsewhere.path())
+        .status()?;
+    anyhow::ensure!(copied.success(), "seeding the other target directory");
+    let built = elsewhere.path().join("wasm32-wasip2/release");
+    for example in ["echo.wasm", "chat.wasm"] {
+        std::fs::remove_file(built.join(example))?;
+    }
+    let routes = workspace_root().join("examples").join("routes.toml");
+    let target = elsewhere.path().to_string_lossy().into_owned();
+    let server = Server::start_file_with_env(&routes, &[("CARGO_TARGET_DIR", &target)]).await?;
+    assert!(built.join("echo.wasm").is_file(), "echo was not built there");
+    let loaded = server
+        .log_line("the echo controller loaded", |l| {
+            l.contains("controller loaded") && l.contains("echo.wasm")
+        })
+        .await?;
+    assert!(loaded.contains(&target), "{loaded}");
+    let mut echo = server.connect("/echo/x").await?;
+    assert_eq!(echo.request("hello").await?, "hello");
     Ok(())
 }

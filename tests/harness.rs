@@ -39,6 +39,13 @@ pub(crate) const HANG_GUARD: Duration = Duration::from_secs(20);
 /// on a whole `wshost check` run. Also a hang guard.
 pub(crate) const STARTUP_GUARD: Duration = Duration::from_secs(180);
 
+/// The workspace's cargo target directory (`CARGO_TARGET_DIR` or `<root>/target`).
+pub(crate) fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 /// The workspace root (the directory holding the root Cargo.toml).
 pub(crate) fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

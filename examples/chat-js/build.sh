@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the JavaScript chat controller into target/wasm32-wasip2/release/chat-js.wasm.
+# Builds the JavaScript chat controller into <cargo target dir>/wasm32-wasip2/release/chat-js.wasm.
 #
 # Installs componentize-js, pinned in package.json and package-lock.json, into
 # target/peers/chat-js first if it is missing or the lock changed (`npm ci`). Does
@@ -8,7 +8,11 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/../.."
-target="${CARGO_TARGET_DIR:-target}"
+# Wherever cargo puts build output (CARGO_TARGET_DIR, build.target-dir, or target/): the
+# routes file names it `{cargo-target-dir}`, and wshost asks cargo the same way.
+target="$(cargo metadata --format-version 1 --no-deps --offline \
+    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+[ -n "$target" ] || { echo "cannot ask cargo for its target directory" >&2; exit 1; }
 peers="$target/peers/chat-js"
 out="$target/wasm32-wasip2/release/chat-js.wasm"
 inputs=("$here/chat.js" "$here/build.mjs" "$here/package.json" "$here/package-lock.json"
@@ -31,4 +35,4 @@ fi
 
 cp "$here/build.mjs" "$peers/"
 mkdir -p "$(dirname "$out")"
-node "$peers/build.mjs" "$here/chat.js" "$PWD/wit" "$PWD/$out"
+node "$peers/build.mjs" "$here/chat.js" "$PWD/wit" "$out"

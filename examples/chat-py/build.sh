@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Python chat controller into target/wasm32-wasip2/release/chat-py.wasm.
+# Builds the Python chat controller into <cargo target dir>/wasm32-wasip2/release/chat-py.wasm.
 #
 # Installs componentize-py, pinned in requirements.txt, into a venv under
 # target/peers/chat-py first if it is missing or the pin changed. Does nothing when the
@@ -8,7 +8,11 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/../.."
-target="${CARGO_TARGET_DIR:-target}"
+# Wherever cargo puts build output (CARGO_TARGET_DIR, build.target-dir, or target/): the
+# routes file names it `{cargo-target-dir}`, and wshost asks cargo the same way.
+target="$(cargo metadata --format-version 1 --no-deps --offline \
+    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+[ -n "$target" ] || { echo "cannot ask cargo for its target directory" >&2; exit 1; }
 peers="$target/peers/chat-py"
 venv="$peers/venv"
 out="$target/wasm32-wasip2/release/chat-py.wasm"

@@ -11,7 +11,7 @@
 //! forwarded-header = "x-forwarded-for" # or "forwarded": the one header they write
 //!
 //! [controllers.echo]                   # optional: a named controller
-//! wasm = "../target/wasm32-wasip2/release/echo.wasm"
+//! wasm = "{cargo-target-dir}/wasm32-wasip2/release/echo.wasm"  # or a plain path
 //! build = "cargo build --release --target wasm32-wasip2 -p echo"   # optional
 //! watch = ["echo/src"]                 # optional: sources that re-run `build` (--watch)
 //!
@@ -575,7 +575,47 @@ fn resolve_wasm(base: &Path, value: &Spanned<String>) -> Result<PathBuf, String>
     if v.is_empty() {
         return Err("the path is empty".to_owned());
     }
+    if let Some(rest) = v.strip_prefix(CARGO_TARGET_DIR) {
+        let rest = rest.trim_start_matches('/');
+        return Ok(normalize(&cargo_target_dir(base)?.join(rest)));
+    }
+    if v.contains(CARGO_TARGET_DIR) {
+        return Err(format!("`{CARGO_TARGET_DIR}` may only start the path"));
+    }
     Ok(normalize(&base.join(v)))
+}
+
+/// The placeholder a `wasm` path may start with for "wherever cargo puts its build
+/// output": `CARGO_TARGET_DIR`, `build.target-dir` in a cargo config, or the
+/// workspace's `target/`.
+pub const CARGO_TARGET_DIR: &str = "{cargo-target-dir}";
+
+/// The target directory of the cargo workspace `dir` is in, as `cargo build` run there
+/// would use it (`cargo metadata` knows every way it can be configured).
+fn cargo_target_dir(dir: &Path) -> Result<PathBuf, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let failed = |why: String| {
+        format!(
+            "`{CARGO_TARGET_DIR}`: cannot ask cargo for its target directory in `{}`: {why}",
+            dir.display()
+        )
+    };
+    let output = std::process::Command::new(&cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| failed(e.to_string()))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(failed(stderr.trim().to_owned()));
+    }
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).map_err(|e| failed(e.to_string()))?;
+    metadata["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .ok_or_else(|| failed("no `target_directory` in its answer".to_owned()))
 }
 
 /// Makes `path` absolute against the current directory without touching the file
@@ -775,6 +815,14 @@ controller = "build/echo.wasm"
 
         let (_, message) = error("[[route]]\nprotocols = [\"a b\"]\ncontroller = \"a.wasm\"\n");
         assert!(message.contains("`route[0].protocols`"), "{message}");
+    }
+
+    #[test]
+    fn the_cargo_target_dir_placeholder_starts_a_path_only() {
+        let (_, message) = error(
+            "[[route]]\ncontroller = \"x/{cargo-target-dir}/a.wasm\"\n",
+        );
+        assert!(message.contains("may only start the path"), "{message}");
     }
 
     #[test]

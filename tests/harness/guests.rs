@@ -81,9 +81,7 @@ fn cargo_build(target_dir: &Path, args: &[&str]) -> Result<()> {
 
 fn build_guests() -> Result<Guests> {
     let root = workspace_root();
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let target_dir = super::target_dir();
     let dir = target_dir.join("wasm32-wasip2").join("release");
     let variants = dir.join("test-variants");
     std::fs::create_dir_all(&variants).context("creating the variants directory")?;
@@ -209,9 +207,7 @@ fn build_chat(example: &str, file: &str) -> Result<PathBuf> {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let target_dir = super::target_dir();
     let wasm = target_dir.join("wasm32-wasip2").join("release").join(file);
     ensure!(
         wasm.is_file(),

@@ -83,6 +83,11 @@ impl Server {
         Self::spawn(routes, &[], &[]).await
     }
 
+    /// [`Self::start_file`] with extra environment variables for the server.
+    pub(crate) async fn start_file_with_env(routes: &Path, env: &[(&str, &str)]) -> Result<Self> {
+        Self::spawn(routes, env, &[]).await
+    }
+
     /// Runs `wshost run --watch` (the development loop) on a prepared directory.
     pub(crate) async fn start_watching(dir: RoutesDir) -> Result<Self> {
         let mut server = Self::spawn(&dir.routes(), &[], &["--watch"]).await?;

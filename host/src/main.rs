@@ -1,4 +1,7 @@
-//! The `wshost` command line: `run` serves a routes.toml, `check` validates one.
+//! The `wshost` command line: `run` serves a routes.toml, `check` validates one, `new`
+//! starts a controller project.
+
+mod scaffold;
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -39,6 +42,21 @@ enum Command {
         /// The routes file.
         routes: PathBuf,
     },
+    /// Start a controller project in a new directory NAME: source with every event
+    /// stubbed, its build step, a routes.toml for `wshost run --watch NAME/routes.toml`,
+    /// the WIT, and a README.
+    New {
+        /// The language: rust, js or python.
+        #[arg(value_enum)]
+        lang: scaffold::Lang,
+        /// The project's name (lower-case letters, digits, `-`): its directory, and the
+        /// controller's name.
+        name: String,
+        /// Also stub the optional hooks: the handshake check, lifecycle, timers and
+        /// state handoff (world `controller-full`; Rust only so far).
+        #[arg(long)]
+        hooks: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,6 +83,7 @@ fn main() -> ExitCode {
                 watch,
             } => run(routes, listen, watch).await,
             Command::Check { routes } => check(routes).await,
+            Command::New { lang, name, hooks } => new_project(lang, name, hooks),
         }
     });
     match result {
@@ -74,6 +93,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn new_project(lang: scaffold::Lang, name: String, hooks: bool) -> anyhow::Result<()> {
+    let dir = scaffold::create(&scaffold::Options {
+        lang,
+        name,
+        parent: PathBuf::from("."),
+        hooks,
+    })?;
+    println!(
+        "created {0}; run it with: wshost run --watch {0}/routes.toml",
+        dir.display()
+    );
+    Ok(())
 }
 
 async fn run(routes: PathBuf, listen: Option<SocketAddr>, watch: bool) -> anyhow::Result<()> {

@@ -863,7 +863,10 @@ controller = "build/echo.wasm"
             keys
         }
         assert_eq!(sorted(RawConfig::KEYS), accepted_keys::<RawConfig>());
-        assert_eq!(sorted(RawController::KEYS), accepted_keys::<RawController>());
+        assert_eq!(
+            sorted(RawController::KEYS),
+            accepted_keys::<RawController>()
+        );
         assert_eq!(sorted(RawRoute::KEYS), accepted_keys::<RawRoute>());
         assert_eq!(sorted(RawLimits::KEYS), accepted_keys::<RawLimits>());
     }

@@ -125,7 +125,14 @@ pub(crate) const KEYS: &[(&str, &[&str])] = &[
     ("kind = \"authorize\"", &["claims"]),
     (
         "kind = \"header\"",
-        &["name", "equals", "one-of", "required", "attribute", "status"],
+        &[
+            "name",
+            "equals",
+            "one-of",
+            "required",
+            "attribute",
+            "status",
+        ],
     ),
     (
         "kind = \"rate-limit\"",

@@ -6,7 +6,7 @@
 //! accepts), then the route's own `filters` in order; the first refusal ends the request.
 //! A route's filters run only for requests that route serves. Kinds: `deny`, `origin`,
 //! `bearer`, `authorize`, `header`, `rate-limit`; each kind's keys are documented on its
-//! type and in the README.
+//! type and in docs/reference/routes-toml.md.
 
 mod bearer;
 mod origin;

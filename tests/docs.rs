@@ -84,7 +84,13 @@ fn link_targets(text: &str) -> Vec<String> {
         if let Some(rest) = line.strip_prefix('[')
             && let Some((_, target)) = rest.split_once("]: ")
         {
-            targets.push(target.split_whitespace().next().unwrap_or_default().to_owned());
+            targets.push(
+                target
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
             continue;
         }
         // Inline links, skipping code spans (odd-numbered pieces between backticks).

@@ -4,7 +4,7 @@
 //! (12.*, 13.*) is not offered by wshost, so those cases are excluded.
 //!
 //! Every case must be OK except the documented ones below; the counts per behaviour are
-//! written to `target/autobahn/summary.md` (the README's table comes from there).
+//! written to `target/autobahn/summary.md` (docs/internals/conformance.md's table comes from there).
 
 use std::collections::BTreeMap;
 use std::process::Stdio;

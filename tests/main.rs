@@ -11,6 +11,7 @@ mod close;
 mod compile_cache;
 mod config_errors;
 mod connection_info;
+mod docs;
 mod echo;
 mod examples_run;
 mod filter_bearer;

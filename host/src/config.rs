@@ -228,6 +228,76 @@ struct RawRoute {
     limits: Option<Spanned<RawLimits>>,
 }
 
+impl RawConfig {
+    const KEYS: &[&str] = &[
+        "listen",
+        "trusted-proxies",
+        "forwarded-header",
+        "max-header-bytes",
+        "handshake-timeout-ms",
+        "shutdown-timeout-ms",
+        "limits",
+        "controllers",
+        "filters",
+        "filter",
+        "route",
+    ];
+}
+
+impl RawController {
+    const KEYS: &[&str] = &["wasm", "build", "watch"];
+}
+
+impl RawRoute {
+    const KEYS: &[&str] = &[
+        "name",
+        "match",
+        "protocols",
+        "controller",
+        "filters",
+        "config",
+        "limits",
+    ];
+}
+
+/// Every key routes.toml accepts, as `(table, keys)`: the top level, `[controllers.NAME]`,
+/// `[[route]]`, `[limits]` (also `[route.limits]`), `[[filter]]`, then each filter kind
+/// (`kind = "..."`, in `[[filter]]`, `[filters.NAME]` or a route's `filters`).
+///
+/// Unit tests keep these lists equal to what the parser accepts, and the integration test
+/// `tests/docs.rs` checks that `docs/reference/routes-toml.md` documents every one.
+pub fn keys() -> Vec<(&'static str, &'static [&'static str])> {
+    let mut tables = vec![
+        ("top level", RawConfig::KEYS),
+        ("[controllers.NAME]", RawController::KEYS),
+        ("[[route]]", RawRoute::KEYS),
+        ("[limits]", RawLimits::KEYS),
+        ("[[filter]]", &["match", "kind"][..]),
+    ];
+    tables.extend_from_slice(crate::filter::KEYS);
+    tables
+}
+
+/// The keys serde accepts for `T`, read from its `deny_unknown_fields` error.
+#[cfg(test)]
+pub(crate) fn accepted_keys<T: serde::de::DeserializeOwned>() -> Vec<&'static str> {
+    let Err(error) = toml::from_str::<T>("surely-not-a-key = 0") else {
+        panic!("an unknown key was accepted");
+    };
+    let message = error.message().to_owned();
+    let (_, expected) = message
+        .split_once("expected")
+        .unwrap_or_else(|| panic!("not an unknown-field error: {message}"));
+    let mut keys: Vec<&'static str> = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|k| &*k.to_owned().leak())
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
 impl Config {
     /// Reads and validates the routes file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -831,6 +901,22 @@ controller = "build/echo.wasm"
         assert!(message.contains("missing field `controller`"), "{message}");
         let (_, message) = error("listen = \"127.0.0.1:1\"\n");
         assert!(message.contains("no `[[route]]`"), "{message}");
+    }
+
+    #[test]
+    fn key_lists_match_what_serde_accepts() {
+        fn sorted(keys: &[&'static str]) -> Vec<&'static str> {
+            let mut keys = keys.to_vec();
+            keys.sort_unstable();
+            keys
+        }
+        assert_eq!(sorted(RawConfig::KEYS), accepted_keys::<RawConfig>());
+        assert_eq!(
+            sorted(RawController::KEYS),
+            accepted_keys::<RawController>()
+        );
+        assert_eq!(sorted(RawRoute::KEYS), accepted_keys::<RawRoute>());
+        assert_eq!(sorted(RawLimits::KEYS), accepted_keys::<RawLimits>());
     }
 
     #[test]

@@ -139,6 +139,26 @@ pub(crate) struct RawLimits {
 }
 
 impl RawLimits {
+    /// Its keys, as serde reads them (a unit test in `config` keeps them equal).
+    pub(crate) const KEYS: &[&str] = &[
+        "max-connections",
+        "max-handshakes-per-address",
+        "max-message-bytes",
+        "max-frame-bytes",
+        "ping-interval-ms",
+        "idle-timeout-ms",
+        "outbound-queue-messages",
+        "outbound-queue-bytes",
+        "slow-client",
+        "call-deadline-ms",
+        "memory-bytes",
+        "max-timers",
+        "inbound-queue-messages",
+        "inbound-queue-bytes",
+    ];
+}
+
+impl RawLimits {
     /// `base` with every key this table sets replaced. Errors name the key.
     pub(crate) fn apply(&self, base: &Limits) -> Result<Limits, String> {
         let mut limits = base.clone();

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 /// Quiet time after the last change to a target before it is reported: long enough for
 /// a compiler's or an editor's multi-step write to finish (their writes come back to
 /// back), short enough that a hot reload shows within a tenth of a second. Was 250 ms;
-/// the benchmark's reload latency went from 253 ms to the figure in the README.
+/// the benchmark's reload latency went from 253 ms to the figure in docs/internals/performance.md.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// Something to watch.

@@ -6,7 +6,7 @@
 //! accepts), then the route's own `filters` in order; the first refusal ends the request.
 //! A route's filters run only for requests that route serves. Kinds: `deny`, `origin`,
 //! `bearer`, `authorize`, `header`, `rate-limit`; each kind's keys are documented on its
-//! type and in the README.
+//! type and in docs/reference/routes-toml.md.
 
 mod bearer;
 mod origin;
@@ -97,6 +97,48 @@ struct RawDeny {
     status: Option<u16>,
     body: Option<String>,
 }
+
+/// The keys of each filter kind besides `kind`, as `(kind = "...", keys)`: what serde
+/// accepts (a unit test keeps them equal), listed by [`crate::config::keys`].
+pub(crate) const KEYS: &[(&str, &[&str])] = &[
+    ("kind = \"deny\"", &["status", "body"]),
+    ("kind = \"origin\"", &["allow", "allow-missing"]),
+    (
+        "kind = \"bearer\"",
+        &[
+            "from",
+            "query-param",
+            "protocol-prefix",
+            "required",
+            "algorithm",
+            "secret-env",
+            "secret-file",
+            "public-key-file",
+            "issuer",
+            "audience",
+            "leeway-secs",
+            "user-claim",
+            "claims",
+            "tokens-file",
+        ],
+    ),
+    ("kind = \"authorize\"", &["claims"]),
+    (
+        "kind = \"header\"",
+        &[
+            "name",
+            "equals",
+            "one-of",
+            "required",
+            "attribute",
+            "status",
+        ],
+    ),
+    (
+        "kind = \"rate-limit\"",
+        &["max", "window-secs", "ipv6-prefix", "max-clients"],
+    ),
+];
 
 /// What a filter sees and may change.
 pub struct Check<'a> {
@@ -281,6 +323,35 @@ mod tests {
     fn filter(toml_text: &str) -> Result<Filter, String> {
         let value: toml::Value = toml::from_str(toml_text).unwrap();
         Filter::from_toml(value, Path::new("/nonexistent"))
+    }
+
+    #[test]
+    fn key_lists_match_what_serde_accepts() {
+        use crate::config::accepted_keys;
+        let accepted = [
+            accepted_keys::<RawDeny>(),
+            accepted_keys::<origin::Raw>(),
+            accepted_keys::<bearer::Raw>(),
+            accepted_keys::<Authorize>(),
+            accepted_keys::<HeaderFilter>(),
+            accepted_keys::<rate_limit::Raw>(),
+        ];
+        assert_eq!(KEYS.len(), accepted.len());
+        for ((kind, keys), accepted) in KEYS.iter().zip(accepted) {
+            let mut keys = keys.to_vec();
+            keys.sort_unstable();
+            assert_eq!(keys, accepted, "{kind}");
+        }
+        // The kinds themselves: serde names them in its unknown-variant error.
+        let error = filter("kind = \"surely-not-a-kind\"").unwrap_err();
+        let kinds: Vec<String> = KEYS
+            .iter()
+            .map(|(kind, _)| kind.trim_start_matches("kind = ").replace('"', "`"))
+            .collect();
+        assert!(
+            error.ends_with(&format!("expected one of {}", kinds.join(", "))),
+            "{error}"
+        );
     }
 
     fn run(f: &Filter, headers: &[(&str, &str)], attrs: &mut Attributes) -> Result<(), Rejection> {

@@ -121,7 +121,10 @@ async fn the_examples_follow_cargo_target_dir() -> Result<()> {
     let routes = workspace_root().join("examples").join("routes.toml");
     let target = elsewhere.path().to_string_lossy().into_owned();
     let server = Server::start_file_with_env(&routes, &[("CARGO_TARGET_DIR", &target)]).await?;
-    assert!(built.join("echo.wasm").is_file(), "echo was not built there");
+    assert!(
+        built.join("echo.wasm").is_file(),
+        "echo was not built there"
+    );
     let loaded = server
         .log_line("the echo controller loaded", |l| {
             l.contains("controller loaded") && l.contains("echo.wasm")

@@ -24,6 +24,7 @@ mod hot_reload;
 mod http_errors;
 mod lifecycle;
 mod limits;
+mod new_project;
 mod path_normalisation;
 mod request_limits;
 mod routes_reload;

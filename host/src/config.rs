@@ -671,7 +671,13 @@ fn cargo_target_dir(dir: &Path) -> Result<PathBuf, String> {
         )
     };
     let output = std::process::Command::new(&cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(dir)
         .stdin(std::process::Stdio::null())
         .output()
@@ -889,9 +895,7 @@ controller = "build/echo.wasm"
 
     #[test]
     fn the_cargo_target_dir_placeholder_starts_a_path_only() {
-        let (_, message) = error(
-            "[[route]]\ncontroller = \"x/{cargo-target-dir}/a.wasm\"\n",
-        );
+        let (_, message) = error("[[route]]\ncontroller = \"x/{cargo-target-dir}/a.wasm\"\n");
         assert!(message.contains("may only start the path"), "{message}");
     }
 

@@ -123,11 +123,17 @@ fn rust_files(hooks: bool) -> Vec<(String, String)> {
     };
     [
         ("Cargo.toml", include_str!("../templates/rust/Cargo.toml")),
-        ("rust-toolchain.toml", include_str!("../templates/rust/rust-toolchain.toml")),
+        (
+            "rust-toolchain.toml",
+            include_str!("../templates/rust/rust-toolchain.toml"),
+        ),
         ("src/lib.rs", lib),
         ("routes.toml", include_str!("../templates/rust/routes.toml")),
         ("README.md", include_str!("../templates/rust/README.md")),
-        ("wshost-guest/Cargo.toml", include_str!("../templates/rust/sdk-Cargo.toml")),
+        (
+            "wshost-guest/Cargo.toml",
+            include_str!("../templates/rust/sdk-Cargo.toml"),
+        ),
         ("wshost-guest/src/lib.rs", SDK_LIB),
         (".gitignore", "/target\n"),
     ]
@@ -145,14 +151,32 @@ fn js_files(name: &str) -> Vec<(String, String)> {
         .collect::<Vec<_>>()
         .join("\n");
     vec![
-        (format!("{name}.js"), include_str!("../templates/js/controller.js").to_owned()),
-        ("build.mjs".to_owned(), include_str!("../templates/js/build.mjs").to_owned()),
-        ("build.sh".to_owned(), include_str!("../templates/js/build.sh").to_owned()),
+        (
+            format!("{name}.js"),
+            include_str!("../templates/js/controller.js").to_owned(),
+        ),
+        (
+            "build.mjs".to_owned(),
+            include_str!("../templates/js/build.mjs").to_owned(),
+        ),
+        (
+            "build.sh".to_owned(),
+            include_str!("../templates/js/build.sh").to_owned(),
+        ),
         ("package.json".to_owned(), package + "\n"),
         ("package-lock.json".to_owned(), rename(JS_LOCK)),
-        ("routes.toml".to_owned(), include_str!("../templates/js/routes.toml").to_owned()),
-        ("README.md".to_owned(), include_str!("../templates/js/README.md").to_owned()),
-        (".gitignore".to_owned(), "/node_modules\n/build\n".to_owned()),
+        (
+            "routes.toml".to_owned(),
+            include_str!("../templates/js/routes.toml").to_owned(),
+        ),
+        (
+            "README.md".to_owned(),
+            include_str!("../templates/js/README.md").to_owned(),
+        ),
+        (
+            ".gitignore".to_owned(),
+            "/node_modules\n/build\n".to_owned(),
+        ),
     ]
 }
 
@@ -168,7 +192,10 @@ fn python_files() -> Vec<(String, String)> {
     [
         ("app.py", include_str!("../templates/python/app.py")),
         ("build.sh", include_str!("../templates/python/build.sh")),
-        ("routes.toml", include_str!("../templates/python/routes.toml")),
+        (
+            "routes.toml",
+            include_str!("../templates/python/routes.toml"),
+        ),
         ("README.md", include_str!("../templates/python/README.md")),
         (".gitignore", "/.venv\n/build\n__pycache__/\n"),
     ]

@@ -95,6 +95,11 @@ impl Server {
         Ok(server)
     }
 
+    /// Runs `wshost run --watch ROUTES` with extra environment variables.
+    pub(crate) async fn start_file_watching(routes: &Path, env: &[(&str, &str)]) -> Result<Self> {
+        Self::spawn(routes, env, &["--watch"]).await
+    }
+
     async fn spawn(routes: &Path, env: &[(&str, &str)], args: &[&str]) -> Result<Self> {
         let mut child = Command::new(wshost_bin())
             .arg("run")

@@ -33,6 +33,7 @@ mod sandbox;
 mod shutdown;
 mod subprotocol;
 mod timers;
+mod token_command;
 mod token_privacy;
 mod trap;
 mod trusted_proxies;

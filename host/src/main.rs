@@ -1,7 +1,8 @@
 //! The `wshost` command line: `run` serves a routes.toml, `check` validates one, `new`
-//! starts a controller project.
+//! starts a controller project, `token` mints a development JWT.
 
 mod scaffold;
+mod token;
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -57,6 +58,29 @@ enum Command {
         #[arg(long)]
         hooks: bool,
     },
+    /// Development only: print a JWT that a routes.toml's `bearer` filter accepts (signed
+    /// with its HS256 secret, or `--private-key` for RS256/ES256), with its issuer and
+    /// audience and the given claims.
+    Token {
+        /// The routes file.
+        routes: PathBuf,
+        /// The subject (`sub`), which the filter makes the `user` attribute by default.
+        #[arg(long)]
+        sub: String,
+        /// An extra claim, NAME=VALUE (VALUE as JSON if it parses, else a string);
+        /// repeatable.
+        #[arg(long = "claim", value_name = "NAME=VALUE")]
+        claims: Vec<String>,
+        /// The `[filters.NAME]` to mint for, when the file has several bearer filters.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Seconds the token is valid.
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+        /// PEM private key matching an RS256/ES256 filter's public key.
+        #[arg(long)]
+        private_key: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -84,6 +108,22 @@ fn main() -> ExitCode {
             } => run(routes, listen, watch).await,
             Command::Check { routes } => check(routes).await,
             Command::New { lang, name, hooks } => new_project(lang, name, hooks),
+            Command::Token {
+                routes,
+                sub,
+                claims,
+                filter,
+                ttl_secs,
+                private_key,
+            } => token::mint(&token::Request {
+                routes,
+                filter,
+                sub,
+                claims,
+                ttl_secs,
+                private_key,
+            })
+            .map(|token| println!("{token}")),
         }
     });
     match result {

@@ -135,3 +135,46 @@ async fn the_examples_follow_cargo_target_dir() -> Result<()> {
     assert_eq!(echo.request("hello").await?, "hello");
     Ok(())
 }
+
+/// `wshost check --json`: one object with the routes, the controllers and their costs,
+/// and the global filters, for programs (the bench reads it).
+#[tokio::test]
+async fn check_json_describes_routes_controllers_and_filters() -> Result<()> {
+    let routes = workspace_root().join("examples").join("routes.toml");
+    let output =
+        crate::harness::wshost(&["check".as_ref(), "--json".as_ref(), routes.as_os_str()]).await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let text = std::fs::read_to_string(&routes)?;
+    let names: Vec<String> = report["routes"]
+        .as_array()
+        .context("routes")?
+        .iter()
+        .map(|r| r["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(names, route_names(&text)?);
+    for controller in report["controllers"].as_array().context("controllers")? {
+        assert!(
+            controller["bytes"].as_u64().unwrap_or(0) > 0,
+            "{controller}"
+        );
+        assert!(controller["compile_ms"].is_number(), "{controller}");
+        assert!(controller["instantiate_ms"].is_number(), "{controller}");
+    }
+    let rooms = report["routes"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "rooms"))
+        .context("the rooms route")?;
+    assert_eq!(rooms["filters"], serde_json::json!(["bearer"]));
+    assert!(
+        report["filters"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["kind"] == "origin")),
+        "{report}"
+    );
+    Ok(())
+}

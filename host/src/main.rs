@@ -42,6 +42,10 @@ enum Command {
     Check {
         /// The routes file.
         routes: PathBuf,
+        /// Print one JSON object (routes, controllers with their size, compile and
+        /// instantiate figures, filters) instead of tables.
+        #[arg(long)]
+        json: bool,
     },
     /// Start a controller project in a new directory NAME: source with every event
     /// stubbed, its build step, a routes.toml for `wshost run --watch NAME/routes.toml`,
@@ -106,7 +110,7 @@ fn main() -> ExitCode {
                 listen,
                 watch,
             } => run(routes, listen, watch).await,
-            Command::Check { routes } => check(routes).await,
+            Command::Check { routes, json } => check(routes, json).await,
             Command::New { lang, name, hooks } => new_project(lang, name, hooks),
             Command::Token {
                 routes,
@@ -192,12 +196,25 @@ async fn run(routes: PathBuf, listen: Option<SocketAddr>, watch: bool) -> anyhow
     Ok(())
 }
 
-async fn check(routes: PathBuf) -> anyhow::Result<()> {
+async fn check(routes: PathBuf, json: bool) -> anyhow::Result<()> {
     let config = Config::load(&routes)?;
     let runtime = Runtime::new(config.listen.to_string())?;
     let mut costs = Vec::new();
     for spec in &config.controllers {
-        costs.push((spec, runtime.check(spec).await?));
+        let cost = runtime.check(spec).await?;
+        // Each controller as it finishes: a JavaScript or Python one takes seconds.
+        tracing::info!(
+            controller = %spec.name,
+            bytes = cost.wasm_bytes,
+            compile_ms = cost.compile.as_millis() as u64,
+            from_cache = cost.from_cache,
+            "checked"
+        );
+        costs.push((spec, cost));
+    }
+    if json {
+        println!("{}", check_json(&routes, &config, &costs));
+        return Ok(());
     }
     println!("{} is valid; listen = {}", routes.display(), config.listen);
     println!(
@@ -238,6 +255,60 @@ async fn check(routes: PathBuf) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// What `check --json` prints.
+fn check_json(
+    routes: &std::path::Path,
+    config: &Config,
+    costs: &[(
+        &wshost::config::ControllerSpec,
+        wshost::controller::LoadCost,
+    )],
+) -> serde_json::Value {
+    let controllers: Vec<serde_json::Value> = costs
+        .iter()
+        .map(|(spec, cost)| {
+            serde_json::json!({
+                "name": spec.name,
+                "wasm": spec.wasm,
+                "bytes": cost.wasm_bytes,
+                "compile_ms": cost.compile.as_secs_f64() * 1e3,
+                "from_cache": cost.from_cache,
+                "instantiate_ms": cost.instantiate.as_secs_f64() * 1e3,
+            })
+        })
+        .collect();
+    let route_list: Vec<serde_json::Value> = config
+        .routes
+        .iter()
+        .map(|route| {
+            serde_json::json!({
+                "name": route.name,
+                "match": route.pattern.as_ref().map(|p| p.as_str()),
+                "protocols": route.protocols,
+                "controller": config.controllers[route.controller].name,
+                "filters": route.filters.iter().map(|f| f.kind()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let filters: Vec<serde_json::Value> = config
+        .filters
+        .iter()
+        .map(|g| {
+            serde_json::json!({
+                "match": g.pattern.as_ref().map(|p| p.as_str()),
+                "kind": g.filter.kind(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "routes_file": routes,
+        "listen": config.listen.to_string(),
+        "controllers": controllers,
+        "routes": route_list,
+        "filters": filters,
+    })
 }
 
 /// Completes on SIGINT (ctrl-c) or SIGTERM.

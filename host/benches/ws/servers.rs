@@ -61,32 +61,32 @@ pub(crate) struct CheckCost {
     pub(crate) instantiate_ms: f64,
 }
 
-/// Runs `wshost check` on `routes` with the compiled-code cache in `cache` and reads its
-/// cost table (one controller).
+/// Runs `wshost check --json` on `routes` with the compiled-code cache in `cache` and
+/// reads its first controller's costs.
 pub(crate) fn check(routes: &Path, cache: &Path) -> Result<CheckCost> {
     let output = Command::new(env!("CARGO_BIN_EXE_wshost"))
-        .arg("check")
+        .args(["check", "--json"])
         .arg(routes)
         .env("WSHOST_CACHE_DIR", cache)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .output()?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         bail!(
             "wshost check failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    // `controller bytes compile-ms [(cached)] instantiate-ms wasm`
-    let line = stdout.lines().nth(2).context("no cost line")?;
-    let words: Vec<&str> = line
-        .split_whitespace()
-        .filter(|w| *w != "(cached)")
-        .collect();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let controller = &report["controllers"][0];
+    let figure = |key: &str| {
+        controller[key]
+            .as_f64()
+            .with_context(|| format!("no `{key}`"))
+    };
     Ok(CheckCost {
-        compile_ms: words.get(2).context("no compile time")?.parse()?,
-        instantiate_ms: words.get(3).context("no instantiate time")?.parse()?,
+        compile_ms: figure("compile_ms")?,
+        instantiate_ms: figure("instantiate_ms")?,
     })
 }
 

@@ -248,6 +248,18 @@ impl Filter {
         })
     }
 
+    /// The filter's `kind` in routes.toml.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Deny { .. } => "deny",
+            Self::Origin(_) => "origin",
+            Self::Bearer(_) => "bearer",
+            Self::Authorize(_) => "authorize",
+            Self::Header(_) => "header",
+            Self::RateLimit(_) => "rate-limit",
+        }
+    }
+
     /// Runs the filter.
     pub fn check(&self, cx: &mut Check<'_>) -> Result<(), Rejection> {
         match self {

@@ -76,7 +76,7 @@ const TABLES: &[(&str, &str)] = &[
     (
         "",
         "listen max-header-bytes handshake-timeout-ms shutdown-timeout-ms trusted-proxies \
-         forwarded-header",
+         forwarded-header static-dir",
     ),
     ("[limits]", LIMITS),
     ("[route.limits]", LIMITS),

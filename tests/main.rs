@@ -29,6 +29,7 @@ mod routes_reload;
 mod routing;
 mod sandbox;
 mod shutdown;
+mod static_files;
 mod subprotocol;
 mod timers;
 mod token_privacy;

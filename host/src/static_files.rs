@@ -132,6 +132,9 @@ async fn resolve(request: &Request, root: &Path) -> Result<Answer, Rejection> {
         inside(root, &canonical.join("index.html"))
             .await
             .ok_or_else(not_found)?
+    } else if request.path.ends_with('/') {
+        // `file/`: a file is not a directory.
+        return Err(not_found());
     } else {
         canonical
     };

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 
-use crate::harness::{Lang, Server, chat, check, workspace_root};
+use crate::harness::{HttpRequest, Lang, Server, chat, check, workspace_root};
 
 /// The name `wshost check` shows for each route of a routes.toml: `name`, else `match`,
 /// else `*`.
@@ -66,6 +66,20 @@ async fn run_serves_echo_and_chat_from_the_examples() -> Result<()> {
         welcome.starts_with("welcome ") && welcome.ends_with("; 1 online"),
         "{welcome:?}"
     );
+
+    // The chat page is served from the same origin, and its `?name=` names the member.
+    let page = server.http(&HttpRequest::plain("GET", "/")).await?;
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(page.body_text().contains("chat.js"), "{page:?}");
+    for file in ["/chat.js", "/chat.css"] {
+        let response = server.http(&HttpRequest::plain("GET", file)).await?;
+        assert_eq!(response.status, 200, "{file}: {response:?}");
+    }
+    let (mut named, _) = server
+        .connect_with_protocols("/chat/lobby?name=ada", &["chat"])
+        .await?;
+    assert_eq!(named.recv_text().await?, "welcome ada; 2 online");
+    assert_eq!(chat.recv_text().await?, "ada joined");
     Ok(())
 }
 

@@ -12,7 +12,7 @@ const APP_JS: &str = "console.log('hi');\n";
 
 /// A server with the echo controller at /ws/* and `static-dir = "www"`, holding:
 /// index.html, app.js, style.css, big.bin (3 MiB), sub/index.html, empty/, .hidden,
-/// .git/config, and symlinks `in.js` (to app.js) and `out.txt` (to secret.txt beside
+/// .git/config, a FIFO `pipe`, and symlinks `in.js` (to app.js) and `out.txt` (to secret.txt beside
 /// routes.toml, outside www).
 async fn server() -> Result<Server> {
     let mut routes = "static-dir = \"www\"\n".to_owned();
@@ -35,6 +35,10 @@ async fn server() -> Result<Server> {
         std::fs::write(www.join(name), contents)?;
     }
     std::fs::write(www.join("big.bin"), big())?;
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(www.join("pipe"))
+        .status()?;
+    ensure!(fifo.success(), "mkfifo: {fifo}");
     std::os::unix::fs::symlink(www.join("app.js"), www.join("in.js"))?;
     std::os::unix::fs::symlink(dir.path().join("secret.txt"), www.join("out.txt"))?;
     Server::start_in(dir).await
@@ -120,6 +124,8 @@ async fn directories_serve_their_index_and_are_never_listed() -> Result<()> {
     expect(&get(&server, "/empty/").await?, 404)?;
     expect(&get(&server, "/nothing-here.html").await?, 404)?;
     expect(&get(&server, "/app.js/").await?, 404)?;
+    // Not a regular file (opening a FIFO would wait for a writer forever).
+    expect(&get(&server, "/pipe").await?, 404)?;
     Ok(())
 }
 

@@ -138,6 +138,10 @@ async fn resolve(request: &Request, root: &Path) -> Result<Answer, Rejection> {
     } else {
         canonical
     };
+    // Only regular files: opening a FIFO would wait for a writer.
+    if !tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file()) {
+        return Err(not_found());
+    }
     let file = tokio::fs::File::open(&path)
         .await
         .map_err(|_| not_found())?;

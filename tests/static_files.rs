@@ -12,8 +12,8 @@ const APP_JS: &str = "console.log('hi');\n";
 
 /// A server with the echo controller at /ws/* and `static-dir = "www"`, holding:
 /// index.html, app.js, style.css, big.bin (3 MiB), sub/index.html, empty/, .hidden,
-/// .git/config, a FIFO `pipe`, and symlinks `in.js` (to app.js) and `out.txt` (to secret.txt beside
-/// routes.toml, outside www).
+/// .git/config, a FIFO `pipe`, and symlinks `in.js` (to app.js), `config.txt` (to
+/// .git/config) and `out.txt` (to secret.txt beside routes.toml, outside www).
 async fn server() -> Result<Server> {
     let mut routes = "static-dir = \"www\"\n".to_owned();
     routes.push_str(&routes_toml(&[Route::to(&guests().echo).at("/ws/*")]));
@@ -40,6 +40,7 @@ async fn server() -> Result<Server> {
         .status()?;
     ensure!(fifo.success(), "mkfifo: {fifo}");
     std::os::unix::fs::symlink(www.join("app.js"), www.join("in.js"))?;
+    std::os::unix::fs::symlink(www.join(".git/config"), www.join("config.txt"))?;
     std::os::unix::fs::symlink(dir.path().join("secret.txt"), www.join("out.txt"))?;
     Server::start_in(dir).await
 }
@@ -214,7 +215,14 @@ async fn nothing_outside_the_directory_is_served() -> Result<()> {
 #[tokio::test]
 async fn hidden_files_are_not_served() -> Result<()> {
     let server = server().await?;
-    for path in ["/.hidden", "/.git/config", "/.git/", "/%2Ehidden"] {
+    // Nor through a symlink with a visible name.
+    for path in [
+        "/.hidden",
+        "/.git/config",
+        "/.git/",
+        "/%2Ehidden",
+        "/config.txt",
+    ] {
         expect(&get(&server, path).await?, 404)?;
     }
     Ok(())

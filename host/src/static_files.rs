@@ -11,12 +11,13 @@
 //! files under the directory. A directory path ending in `/` serves its `index.html`; one
 //! without the slash is redirected (`301`) to the slash form, so relative links in the
 //! page resolve against the directory. Never a listing: a directory without
-//! `index.html` is `404`. Hidden names (any segment starting with `.`: `.git`, `.env`)
-//! are `404`, as is anything that resolves outside the directory: `..` (already
-//! resolved by [`normalize_path`](crate::handshake::normalize_path), refused here again)
-//! and symlinks whose target is outside (the canonical path must stay under the
-//! canonical directory; symlinks inside it are followed). Encoded slashes never get here
-//! (`400` when the request is read).
+//! `index.html` is `404`. Hidden names (any segment starting with `.`: `.git`, `.env`;
+//! in the request, or in the target of a symlink) are `404`, as is anything that
+//! resolves outside the directory: `..` (already resolved by
+//! [`normalize_path`](crate::handshake::normalize_path), refused here again) and
+//! symlinks whose target is outside (the canonical path must stay under the canonical
+//! directory; symlinks inside it are followed). Encoded slashes never get here (`400`
+//! when the request is read). Only regular files are opened (a FIFO would block).
 //!
 //! Responses carry `Content-Type` (by extension, `mime_guess`; text with
 //! `charset=utf-8`), `Content-Length`, an `ETag` (size and modification time),
@@ -192,10 +193,15 @@ fn percent_decode(segment: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// `path` with every symlink resolved, if it exists and stays under `root` (canonical).
+/// `path` with every symlink resolved, if it exists, stays under `root` (canonical) and
+/// is not hidden there (a symlink to `.git/config` is as hidden as its target).
 async fn inside(root: &Path, path: &Path) -> Option<PathBuf> {
     let canonical = tokio::fs::canonicalize(path).await.ok()?;
-    canonical.starts_with(root).then_some(canonical)
+    let below = canonical.strip_prefix(root).ok()?;
+    let hidden = below
+        .components()
+        .any(|c| c.as_os_str().as_encoded_bytes().starts_with(b"."));
+    (!hidden).then_some(canonical)
 }
 
 /// The entity tag of a file version: its size and modification time, which change

@@ -14,7 +14,7 @@
 //! `index.html` is `404`. Hidden names (any segment starting with `.`: `.git`, `.env`;
 //! in the request, or in the target of a symlink) are `404`, as is anything that
 //! resolves outside the directory: `..` (already resolved by
-//! [`normalize_path`](crate::handshake::normalize_path), refused here again) and
+//! `handshake::normalize_path`, refused here again) and
 //! symlinks whose target is outside (the canonical path must stay under the canonical
 //! directory; symlinks inside it are followed). Encoded slashes never get here (`400`
 //! when the request is read). Only regular files are opened (a FIFO would block).

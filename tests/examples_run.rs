@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 
-use crate::harness::{Lang, Server, chat, check, guests, target_dir, workspace_root};
+use crate::harness::{HttpRequest, Lang, Server, chat, check, guests, target_dir, workspace_root};
 
 /// The name `wshost check` shows for each route of a routes.toml: `name`, else `match`,
 /// else `*`.
@@ -67,12 +67,27 @@ async fn run_serves_echo_and_chat_from_the_examples() -> Result<()> {
         welcome.starts_with("welcome ") && welcome.ends_with("; 1 online"),
         "{welcome:?}"
     );
+
+    // The chat page is served from the same origin, and its `?name=` names the member.
+    let page = server.http(&HttpRequest::plain("GET", "/")).await?;
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(page.body_text().contains("chat.js"), "{page:?}");
+    for file in ["/chat.js", "/chat.css"] {
+        let response = server.http(&HttpRequest::plain("GET", file)).await?;
+        assert_eq!(response.status, 200, "{file}: {response:?}");
+    }
+    let (mut named, _) = server
+        .connect_with_protocols("/chat/lobby?name=ada", &["chat"])
+        .await?;
+    assert_eq!(named.recv_text().await?, "welcome ada; 2 online");
+    assert_eq!(chat.recv_text().await?, "ada joined");
     Ok(())
 }
 
 /// examples/chat-js/routes.toml and examples/chat-py/routes.toml run their language's
 /// chat through their own `build` line (a no-op here: the component is already built,
-/// and building it first keeps two installs from racing) and serve the room.
+/// and building it first keeps two installs from racing) and serve the room, with
+/// `?name=` naming a member, and the chat page.
 #[tokio::test]
 async fn the_javascript_and_python_chats_run_from_their_own_routes_files() -> Result<()> {
     for (lang, example) in [(Lang::JavaScript, "chat-js"), (Lang::Python, "chat-py")] {
@@ -88,14 +103,12 @@ async fn the_javascript_and_python_chats_run_from_their_own_routes_files() -> Re
         let welcome = first.recv_text().await?;
         assert!(welcome.ends_with("; 1 online"), "{example}: {welcome:?}");
         let (mut second, _) = server
-            .connect_with_protocols("/chat/lobby", &["chat"])
+            .connect_with_protocols("/chat/lobby?name=ada", &["chat"])
             .await?;
-        let welcome = second.recv_text().await?;
-        let name = welcome
-            .strip_prefix("welcome ")
-            .and_then(|rest| rest.strip_suffix("; 2 online"))
-            .with_context(|| format!("{example}: {welcome:?}"))?;
-        assert_eq!(first.recv_text().await?, format!("{name} joined"));
+        assert_eq!(second.recv_text().await?, "welcome ada; 2 online");
+        assert_eq!(first.recv_text().await?, "ada joined");
+        let page = server.http(&HttpRequest::plain("GET", "/")).await?;
+        assert_eq!(page.status, 200, "{example}: {page:?}");
     }
     Ok(())
 }

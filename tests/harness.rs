@@ -25,7 +25,7 @@ pub(crate) use auth::{SECRET, claims, fixture, hs256_with, jwt, now, unsigned};
 pub(crate) use client::Client;
 pub(crate) use guests::{Lang, chat, guests};
 pub(crate) use http::{HttpRequest, HttpResponse};
-pub(crate) use peers::kosoku;
+pub(crate) use peers::{chromium, kosoku, python};
 pub(crate) use probe::{Closed, info_value, parse_closed, parse_info};
 pub(crate) use raw::{RawPeer, opcode};
 pub(crate) use routes::{Route, RoutesDir, controller_toml, routes_toml};

@@ -6,6 +6,7 @@ mod harness;
 
 mod autobahn;
 mod bearer_audience;
+mod browser_chat;
 mod chat;
 mod close;
 mod compile_cache;
@@ -31,6 +32,7 @@ mod routes_reload;
 mod routing;
 mod sandbox;
 mod shutdown;
+mod static_files;
 mod subprotocol;
 mod timers;
 mod token_command;

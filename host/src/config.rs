@@ -9,6 +9,9 @@
 //! listen = "127.0.0.1:23080"           # default 127.0.0.1:23080; `--listen` overrides
 //! trusted-proxies = ["10.0.0.0/8"]     # default none: forwarding headers are ignored
 //! forwarded-header = "x-forwarded-for" # or "forwarded": the one header they write
+//! static-dir = "www"                   # default none: only WebSocket routes are served;
+//!                                      # an existing directory whose files answer plain
+//!                                      # GET/HEAD requests to paths no route matches
 //!
 //! [controllers.echo]                   # optional: a named controller
 //! wasm = "{cargo-target-dir}/wasm32-wasip2/release/echo.wasm"  # or a plain path
@@ -82,6 +85,9 @@ pub struct Config {
     /// Most sockets one client address (an IPv6 /64) may have in their handshake at
     /// once; trusted proxies are exempt.
     pub max_handshakes_per_address: usize,
+    /// `static-dir`, canonical (symlinks resolved): the directory served to plain
+    /// requests (see [`crate::static_files`]); `None` serves no files.
+    pub static_dir: Option<PathBuf>,
 }
 
 /// A `[[filter]]` entry: a filter and the paths it applies to.
@@ -194,6 +200,7 @@ struct RawConfig {
     max_header_bytes: Option<Spanned<u64>>,
     handshake_timeout_ms: Option<Spanned<u64>>,
     shutdown_timeout_ms: Option<u64>,
+    static_dir: Option<Spanned<String>>,
     limits: Option<Spanned<RawLimits>>,
     #[serde(default)]
     controllers: BTreeMap<String, Spanned<RawController>>,
@@ -236,6 +243,7 @@ impl RawConfig {
         "max-header-bytes",
         "handshake-timeout-ms",
         "shutdown-timeout-ms",
+        "static-dir",
         "limits",
         "controllers",
         "filters",
@@ -329,6 +337,14 @@ impl Config {
                 )
             })?,
         };
+
+        let static_dir =
+            match &raw.static_dir {
+                None => None,
+                Some(dir) => Some(static_dir(&base, dir.get_ref()).map_err(|m| {
+                    at(dir.span(), format!("`static-dir`: `{}` {m}", dir.get_ref()))
+                })?),
+            };
 
         let mut named = BTreeMap::new();
         let mut controllers: Vec<ControllerSpec> = Vec::new();
@@ -611,8 +627,24 @@ impl Config {
             limits,
             max_connections,
             max_handshakes_per_address,
+            static_dir,
         })
     }
+}
+
+/// The canonical path of the `static-dir` value `dir` (relative to `base`), or why it
+/// cannot be served.
+fn static_dir(base: &Path, dir: &str) -> Result<PathBuf, String> {
+    if dir.is_empty() {
+        return Err("is empty: name a directory".to_owned());
+    }
+    let path = base.join(dir);
+    let canonical = std::fs::canonicalize(&path)
+        .map_err(|e| format!("cannot be opened ({}): {e}", path.display()))?;
+    if !canonical.is_dir() {
+        return Err(format!("is not a directory ({})", canonical.display()));
+    }
+    Ok(canonical)
 }
 
 /// Adds a controller unless one with the same file exists; returns its index.
@@ -830,6 +862,42 @@ controller = "build/echo.wasm"
         assert_eq!(c.routes[2].name, "*");
         assert!(c.routes[2].pattern.is_none());
         assert_eq!(c.routes[2].controller, c.routes[0].controller);
+    }
+
+    #[test]
+    fn static_dir_must_be_an_existing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("www")).unwrap();
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        let routes = dir.path().join("routes.toml");
+        let load = |value: &str| {
+            let text =
+                format!("# first\nstatic-dir = {value:?}\n[[route]]\ncontroller = \"a.wasm\"\n");
+            Config::parse(&routes, &text)
+        };
+        let c = load("www").unwrap();
+        assert_eq!(
+            c.static_dir,
+            Some(dir.path().join("www").canonicalize().unwrap())
+        );
+        for (value, why) in [
+            ("missing", "cannot be opened"),
+            ("file", "is not a directory"),
+            ("", "is empty"),
+        ] {
+            let Err(ConfigError::Invalid { line, message, .. }) = load(value) else {
+                panic!("`{value}` was accepted");
+            };
+            assert_eq!(line, 2, "{message}");
+            assert!(message.starts_with("`static-dir`: "), "{message}");
+            assert!(message.contains(why), "{message}");
+        }
+        assert!(
+            parse("[[route]]\ncontroller = \"a.wasm\"\n")
+                .unwrap()
+                .static_dir
+                .is_none()
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! request filters; [`connection`] runs one
 //! upgraded client; [`controller`] loads components and runs one actor per controller
 //! that calls its exports (and hot-reloads them); [`reconfigure`] applies a changed
-//! routes.toml.
+//! routes.toml. Beside [`handshake`], [`static_files`] answers plain requests that are
+//! not upgrades from the `static-dir`.
 
 pub mod config;
 pub mod connection;
@@ -22,6 +23,7 @@ pub mod request;
 pub mod routing;
 pub mod server;
 pub mod socket;
+pub mod static_files;
 pub mod watch;
 
 pub use config::Config;

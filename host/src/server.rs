@@ -12,6 +12,9 @@
 //! them are closed, or when `shutdown-timeout-ms` has passed (counted from the signal),
 //! logging how many were cut off.
 //!
+//! A request that is not an upgrade, for a path no route matches, goes to
+//! [`static_files`] when routes.toml has a `static-dir`.
+//!
 //! Connection caps: every accepted socket counts against `[limits] max-connections` from
 //! accept to close (handshakes included, so a flood of half-open requests is capped
 //! too), and each routed request against its route's `max-connections`; a request past
@@ -44,7 +47,7 @@ use crate::handshake::Accepted;
 use crate::limits::Limits;
 use crate::request::{Attributes, CloseReason, Rejection, Request};
 use crate::socket::{ReadGate, Socket};
-use crate::{connection, handshake};
+use crate::{connection, handshake, static_files};
 
 /// A configured server with its controllers running.
 pub struct Server {
@@ -422,6 +425,17 @@ impl Server {
         };
         tracing::Span::current().record("path", request.path.as_str());
         let table = self.table();
+        if let Some(dir) = &table.config.static_dir
+            && !self.draining.load(Ordering::Acquire)
+            && static_files::wants(&request, &table.config.routes)
+        {
+            // The request is complete, so it no longer counts as a handshake; the socket
+            // keeps its place in `max-connections` until the answer is sent.
+            drop(handshake_slot);
+            let write_timeout = table.config.handshake_timeout;
+            static_files::serve(&mut stream, &request, dir, write_timeout).await;
+            return None;
+        }
         let admitted = self.admit(&table, &request, peer, id).await;
         let (accepted, info, controller, route_slot) = match admitted {
             Ok(admitted) => admitted,

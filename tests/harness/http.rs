@@ -29,6 +29,16 @@ impl HttpRequest {
         }
     }
 
+    /// A plain request for `target` (no upgrade headers, only `Host`), as a browser sends
+    /// for a page or a file.
+    pub(crate) fn plain(method: &str, target: &str) -> Self {
+        Self {
+            method: method.to_owned(),
+            target: target.to_owned(),
+            headers: vec![("Host".to_owned(), "localhost".to_owned())],
+        }
+    }
+
     /// Replaces the method.
     pub(crate) fn method(mut self, method: &str) -> Self {
         method.clone_into(&mut self.method);

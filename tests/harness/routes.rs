@@ -137,6 +137,11 @@ impl RoutesDir {
         Ok(this)
     }
 
+    /// The directory itself.
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The routes.toml file.
     pub(crate) fn routes(&self) -> PathBuf {
         self.dir.path().join("routes.toml")

@@ -88,6 +88,12 @@ impl Server {
         Self::spawn(routes, env, &[]).await
     }
 
+    /// Runs `wshost run ROUTES --listen ADDR` on a given address (e.g. the one a server
+    /// that was stopped had, to restart it under clients that reconnect).
+    pub(crate) async fn start_file_on(routes: &Path, addr: SocketAddr) -> Result<Self> {
+        Self::spawn_on(routes, &addr.to_string(), &[], &[]).await
+    }
+
     /// Runs `wshost run --watch` (the development loop) on a prepared directory.
     pub(crate) async fn start_watching(dir: RoutesDir) -> Result<Self> {
         let mut server = Self::spawn(&dir.routes(), &[], &["--watch"]).await?;
@@ -101,10 +107,19 @@ impl Server {
     }
 
     async fn spawn(routes: &Path, env: &[(&str, &str)], args: &[&str]) -> Result<Self> {
+        Self::spawn_on(routes, "127.0.0.1:0", env, args).await
+    }
+
+    async fn spawn_on(
+        routes: &Path,
+        listen: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Result<Self> {
         let mut child = Command::new(wshost_bin())
             .arg("run")
             .arg(routes)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .envs(env.iter().copied())
             .env("NO_COLOR", "1")

@@ -61,7 +61,7 @@ fn value() -> impl Strategy<Value = String> {
             .prop_map(str::to_owned),
         2 => "\"[ -!#-\\[\\]-~]{0,12}\"",
         1 => "\\[(\"[a-z.:/ ]{0,6}\", ?){0,3}\\]",
-        1 => "\\{ ?kind = \"(deny|origin|header|rate-limit|authorize)\" ?\\}",
+        1 => "\\{ ?kind = \"(deny|origin|header|query|rate-limit|authorize)\" ?\\}",
         1 => "\\PC{0,12}",
     ]
 }
@@ -76,7 +76,7 @@ const TABLES: &[(&str, &str)] = &[
     (
         "",
         "listen max-header-bytes handshake-timeout-ms shutdown-timeout-ms trusted-proxies \
-         forwarded-header",
+         forwarded-header static-dir",
     ),
     ("[limits]", LIMITS),
     ("[route.limits]", LIMITS),

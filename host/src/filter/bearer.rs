@@ -382,7 +382,7 @@ fn read_tokens(path: &Path) -> Result<HashMap<String, String>, String> {
 }
 
 /// The decoded value of query parameter `name`.
-fn query_param(query: &str, name: &str) -> Option<String> {
+pub(super) fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
         (k == name && !v.is_empty()).then(|| percent_decode(v))

@@ -5,12 +5,13 @@
 //! Order: the global `[[filter]]` entries in file order (each only for paths its `match`
 //! accepts), then the route's own `filters` in order; the first refusal ends the request.
 //! A route's filters run only for requests that route serves. Kinds: `deny`, `origin`,
-//! `bearer`, `authorize`, `header`, `rate-limit`; each kind's keys are documented on its
-//! type and in docs/reference/routes-toml.md.
+//! `bearer`, `authorize`, `header`, `query`, `rate-limit`; each kind's keys are
+//! documented on its type and in docs/reference/routes-toml.md.
 
 mod bearer;
 mod origin;
 pub mod proxy;
+mod query;
 mod rate_limit;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use serde_json::Value;
 
 pub use bearer::BearerFilter;
 pub use origin::OriginFilter;
+pub use query::QueryFilter;
 pub use rate_limit::{ClientKey, RateLimit};
 
 use crate::request::{Attributes, Rejection, Request};
@@ -47,6 +49,8 @@ pub enum Filter {
     Authorize(Authorize),
     /// Require a header value and/or copy a header into an attribute.
     Header(HeaderFilter),
+    /// Copy a query parameter into an attribute.
+    Query(QueryFilter),
     /// Limit new connections per client address.
     RateLimit(RateLimit),
 }
@@ -88,6 +92,7 @@ enum RawFilter {
     Bearer(Box<bearer::Raw>),
     Authorize(Authorize),
     Header(HeaderFilter),
+    Query(QueryFilter),
     RateLimit(rate_limit::Raw),
 }
 
@@ -134,6 +139,7 @@ pub(crate) const KEYS: &[(&str, &[&str])] = &[
             "status",
         ],
     ),
+    ("kind = \"query\"", &["name", "attribute", "max-bytes"]),
     (
         "kind = \"rate-limit\"",
         &["max", "window-secs", "ipv6-prefix", "max-clients"],
@@ -244,6 +250,7 @@ impl Filter {
                     ..h
                 })
             }
+            RawFilter::Query(q) => Self::Query(q.validate()?),
             RawFilter::RateLimit(r) => Self::RateLimit(RateLimit::new(r)?),
         })
     }
@@ -256,6 +263,7 @@ impl Filter {
             Self::Bearer(_) => "bearer",
             Self::Authorize(_) => "authorize",
             Self::Header(_) => "header",
+            Self::Query(_) => "query",
             Self::RateLimit(_) => "rate-limit",
         }
     }
@@ -268,6 +276,7 @@ impl Filter {
             Self::Bearer(f) => f.check(cx),
             Self::Authorize(f) => f.check(cx.attributes, &cx.claims),
             Self::Header(f) => f.check(cx.request, cx.attributes),
+            Self::Query(f) => f.check(cx.request, cx.attributes),
             Self::RateLimit(f) => f.check(cx.client.ip, cx.now),
         }
     }
@@ -346,6 +355,7 @@ mod tests {
             accepted_keys::<bearer::Raw>(),
             accepted_keys::<Authorize>(),
             accepted_keys::<HeaderFilter>(),
+            accepted_keys::<QueryFilter>(),
             accepted_keys::<rate_limit::Raw>(),
         ];
         assert_eq!(KEYS.len(), accepted.len());
@@ -497,6 +507,53 @@ mod tests {
             ]
         );
         assert_eq!(Consumed::default().strip(&request).0, request.headers);
+    }
+
+    #[test]
+    fn query_copies_a_bounded_value_and_never_replaces() {
+        let f = filter("kind = 'query'\nname = 'name'\nattribute = 'user'\nmax-bytes = 8").unwrap();
+        let run_query = |query: &str, attrs: &mut Attributes| {
+            let request = Request {
+                method: "GET".to_owned(),
+                path: "/".to_owned(),
+                query: query.to_owned(),
+                minor_version: 1,
+                headers: Vec::new(),
+            };
+            f.check(&mut Check {
+                request: &request,
+                client: &Client {
+                    ip: "127.0.0.1".parse().unwrap(),
+                    display: "127.0.0.1:1".to_owned(),
+                },
+                attributes: attrs,
+                claims: serde_json::Map::new(),
+                consumed: Consumed::default(),
+                now: Instant::now(),
+            })
+        };
+        let mut attrs = Attributes::default();
+        run_query("x=1&name=Ada%20L", &mut attrs).unwrap();
+        assert_eq!(attrs.get("user"), Some("Ada L"));
+        let mut verified = Attributes::default();
+        verified.set("user", "alice");
+        run_query("name=mallory", &mut verified).unwrap();
+        assert_eq!(verified.get("user"), Some("alice"));
+        let mut none = Attributes::default();
+        run_query("other=1", &mut none).unwrap();
+        assert_eq!(none.get("user"), None);
+        for bad in ["name=123456789", "name=a%0Ab"] {
+            assert_eq!(
+                run_query(bad, &mut Attributes::default())
+                    .unwrap_err()
+                    .status,
+                400
+            );
+        }
+        assert!(
+            filter("kind = 'query'\nname = 'n'").is_err(),
+            "attribute is required"
+        );
     }
 
     #[test]

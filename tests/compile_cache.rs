@@ -15,12 +15,12 @@ async fn start_echo(cache: &Path) -> Result<bool> {
     let server = Server::start_in_with_env(dir, &[("WSHOST_CACHE_DIR", cache)]).await?;
     let mut client = server.connect("/echo").await?;
     assert_eq!(client.request("cached?").await?, "cached?");
-    let line = server
-        .log_line("compiled", |l| {
-            l.contains("compiled") && l.contains("from_cache=")
+    let event = server
+        .log_event("compiled", |e| {
+            e["message"] == "compiled" && e["from_cache"].is_boolean()
         })
         .await?;
-    Ok(line.contains("from_cache=true"))
+    Ok(event["from_cache"] == true)
 }
 
 /// Every cache entry (the `.stats` bookkeeping files aside) under `dir`.

@@ -191,3 +191,48 @@ async fn check_json_describes_routes_controllers_and_filters() -> Result<()> {
     );
     Ok(())
 }
+
+/// Compiling takes seconds for JavaScript and Python: `wshost check` says what it is
+/// doing for each controller, as log lines when stderr is not a terminal, and with a
+/// spinner (name, size, elapsed time) on a terminal (`script` gives it one).
+#[tokio::test]
+async fn long_steps_show_progress() -> Result<()> {
+    let routes = workspace_root().join("examples").join("routes.toml");
+    let output = check(&routes).await?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for controller in ["echo", "chat", "auth", "ticker"] {
+        assert!(
+            stderr.lines().any(|l| l.contains("compiling")
+                && l.contains(&format!("controller={controller}"))
+                && l.contains("bytes=")),
+            "{stderr}"
+        );
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains("checked") && l.contains(&format!("controller={controller}"))),
+            "{stderr}"
+        );
+    }
+    let command = format!(
+        "{} check {}",
+        env!("CARGO_BIN_EXE_wshost"),
+        routes.display()
+    );
+    let on_terminal = tokio::time::timeout(
+        crate::harness::STARTUP_GUARD,
+        tokio::process::Command::new("script")
+            .args(["-q", "-e", "-c", &command, "/dev/null"])
+            .env("WSHOST_CACHE_DIR", "off")
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await??;
+    anyhow::ensure!(on_terminal.status.success(), "{on_terminal:?}");
+    let drawn = String::from_utf8_lossy(&on_terminal.stdout);
+    assert!(
+        drawn.contains("compiling echo ("),
+        "no spinner in:\n{drawn}"
+    );
+    Ok(())
+}

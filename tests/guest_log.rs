@@ -13,7 +13,8 @@ async fn logged(msg: &str) -> Result<Server> {
         controller_toml("chatty", &guests().probe),
         routes_toml(&[Route::to_controller("chatty")])
     );
-    let server = Server::start(&routes).await?;
+    // The text format: what a person reading the log sees is what a guest could forge.
+    let server = Server::start_text(&routes).await?;
     let (mut client, _) = server.connect_probe("/").await?;
     assert_eq!(client.request(&format!("log {msg}")).await?, "logged");
     Ok(server)

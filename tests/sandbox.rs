@@ -35,12 +35,19 @@ async fn an_infinite_loop_is_cut_at_the_deadline_and_delays_no_one_else() -> Res
     // The spinner's route goes on with a fresh instance.
     assert_eq!(neighbour.request("still there?").await?, "still there?");
     let trap = server
-        .log_line("for the deadline trap", |l| {
-            l.contains("controller trapped")
+        .log_event("for the deadline trap", |e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("controller trapped"))
         })
         .await?;
-    assert!(trap.contains("deadline"), "{trap}");
-    assert!(trap.contains("export=\"on-message\""), "{trap}");
+    assert!(
+        trap["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("deadline")),
+        "{trap}"
+    );
+    assert_eq!(trap["export"], "on-message", "{trap}");
     Ok(())
 }
 
@@ -122,10 +129,12 @@ async fn a_controller_that_keeps_panicking_is_restarted_with_backoff() -> Result
     // Three restarts are free; the fourth and later waits double.
     for (traps, wait) in [(4, 100), (5, 200), (6, 400)] {
         server
-            .log_line(&format!("for a {wait} ms backoff"), |l| {
-                l.contains("keeps trapping")
-                    && l.contains(&format!("traps_in_last_minute={traps} "))
-                    && l.contains(&format!("restart_in_ms={wait}"))
+            .log_event(&format!("for a {wait} ms backoff"), |e| {
+                e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("keeps trapping"))
+                    && e["traps_in_last_minute"] == traps
+                    && e["restart_in_ms"] == wait
             })
             .await?;
     }

@@ -59,7 +59,7 @@ async fn requests_during_the_drain_get_503_and_a_silent_client_is_cut_off() -> R
     let status = server.wait_exit().await?;
     assert!(status.success(), "exit status {status}");
     server
-        .log_line("saying what was cut off", |l| l.contains("cut_off=1"))
+        .log_event("saying what was cut off", |e| e["cut_off"] == 1)
         .await?;
     drop(silent);
     Ok(())

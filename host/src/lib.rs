@@ -27,4 +27,9 @@ pub mod static_files;
 pub mod watch;
 
 pub use config::Config;
+
+/// The tracing target of the steps of loading a controller that take long enough to
+/// show (`building controller`, `compiling` with `bytes`, `compiled`): the binary draws a
+/// spinner from them on a terminal; elsewhere they are plain log lines.
+pub const PROGRESS: &str = "wshost::progress";
 pub use server::Server;

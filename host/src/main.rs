@@ -1,6 +1,7 @@
 //! The `wshost` command line: `run` serves a routes.toml, `check` validates one, `new`
 //! starts a controller project, `token` mints a development JWT.
 
+mod progress;
 mod scaffold;
 mod token;
 
@@ -12,6 +13,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use wshost::config::Config;
 use wshost::controller::Runtime;
 
@@ -104,16 +107,22 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let terminal = std::io::stderr().is_terminal();
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match cli.log_format {
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => logs
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(true)
+        LogFormat::Text if terminal => registry
+            .with(logs.with_ansi(true))
+            .with(progress::Spinners::default())
+            .init(),
+        LogFormat::Text => registry.with(logs.with_ansi(false)).init(),
+        LogFormat::Json => registry
+            .with(
+                logs.json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(true),
+            )
             .init(),
     }
     let runtime = match tokio::runtime::Runtime::new() {

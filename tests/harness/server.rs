@@ -116,10 +116,18 @@ impl Server {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Result<Self> {
+        // Logs as JSON, so tests assert on fields ([`Self::log_event`]), unless the test
+        // asks for another format.
+        let format: &[&str] = if args.contains(&"--log-format") {
+            &[]
+        } else {
+            &["--log-format", "json"]
+        };
         let mut child = Command::new(wshost_bin())
             .arg("run")
             .arg(routes)
             .args(["--listen", listen])
+            .args(format)
             .args(args)
             .envs(env.iter().copied())
             .env("NO_COLOR", "1")
@@ -235,6 +243,29 @@ impl Server {
                 self.log()
             )),
         }
+    }
+
+    /// Waits until the server logs an event (a JSON log line) for which `pred` holds and
+    /// returns it. Fields are at the top level (`message` included); the spans the
+    /// event was in are in `spans`, outermost first.
+    pub(crate) async fn log_event(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value> {
+        let matches = |line: &str| {
+            serde_json::from_str::<serde_json::Value>(line).is_ok_and(|event| pred(&event))
+        };
+        let line = self.log_line(what, matches).await?;
+        Ok(serde_json::from_str(&line)?)
+    }
+
+    /// Runs `wshost run ROUTES` logging in the text format people read.
+    pub(crate) async fn start_text(routes: &str) -> Result<Self> {
+        let dir = RoutesDir::new(routes)?;
+        let mut server = Self::spawn(&dir.routes(), &[], &["--log-format", "text"]).await?;
+        server._dir = Some(dir);
+        Ok(server)
     }
 
     /// Waits until at least `n` stderr lines satisfy `pred`.

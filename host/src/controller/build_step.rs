@@ -38,7 +38,7 @@ pub enum BuildError {
 
 /// Runs `build` for controller `name` and waits for it.
 pub(crate) async fn run(name: &str, build: &BuildCommand) -> Result<(), BuildError> {
-    tracing::info!(controller = name, command = %build.command, "building controller");
+    tracing::info!(target: crate::PROGRESS, controller = name, command = %build.command, "building controller");
     let status = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(&build.command)

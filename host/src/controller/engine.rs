@@ -219,6 +219,12 @@ impl Runtime {
         // Compilation is CPU-bound (seconds for large guests): keep it off the runtime.
         let hits = self.cache.as_ref().map_or(0, Cache::cache_hits);
         let wasm_bytes = bytes.len() as u64;
+        tracing::info!(
+            target: crate::PROGRESS,
+            controller = %spec.name,
+            bytes = wasm_bytes,
+            "compiling"
+        );
         let started = std::time::Instant::now();
         let pre = tokio::task::spawn_blocking(move || this.compile(&controller, &path, &bytes))
             .await
@@ -226,6 +232,7 @@ impl Runtime {
         let compile = started.elapsed();
         let from_cache = self.cache.as_ref().is_some_and(|c| c.cache_hits() > hits);
         tracing::info!(
+            target: crate::PROGRESS,
             controller = %spec.name,
             compile_ms = compile.as_millis() as u64,
             from_cache,

@@ -1,6 +1,6 @@
 //! The docs stay honest: every routes.toml key the parser accepts is documented in
 //! `docs/reference/routes-toml.md`, and every relative link in `README.md` and `docs/`
-//! points at a file that exists.
+//! points at a file that exists, and the guides show the files `wshost new` writes.
 
 use std::path::{Path, PathBuf};
 
@@ -109,4 +109,54 @@ fn link_targets(text: &str) -> Vec<String> {
         }
     }
     targets
+}
+
+/// The guides show the files `wshost new` writes, as it writes them.
+#[tokio::test]
+async fn the_guides_show_the_files_wshost_new_writes() -> anyhow::Result<()> {
+    for (lang, guide, files) in [
+        ("rust", "docs/guides/rust.md", ["src/lib.rs", "routes.toml"]),
+        (
+            "js",
+            "docs/guides/javascript.md",
+            ["my-ctl.js", "routes.toml"],
+        ),
+        ("python", "docs/guides/python.md", ["app.py", "routes.toml"]),
+    ] {
+        let dir = tempfile::tempdir()?;
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_wshost"))
+            .args(["new", lang, "my-ctl"])
+            .current_dir(dir.path())
+            .output()
+            .await?;
+        anyhow::ensure!(output.status.success(), "{output:?}");
+        let page = std::fs::read_to_string(workspace_root().join(guide))?;
+        let blocks = code_blocks(&page);
+        for file in files {
+            let written = std::fs::read_to_string(dir.path().join("my-ctl").join(file))?;
+            assert!(
+                blocks.iter().any(|b| b.trim_end() == written.trim_end()),
+                "{guide} does not show {file} as `wshost new {lang} my-ctl` writes it"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The contents of the fenced code blocks of a Markdown page.
+fn code_blocks(text: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match (&mut current, line.starts_with("```")) {
+            (None, true) => current = Some(String::new()),
+            (Some(_), true) => blocks.extend(current.take()),
+            (Some(block), false) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, false) => {}
+        }
+    }
+    blocks
 }

@@ -1,7 +1,8 @@
 //! `wshost new LANG NAME` writes a project that works outside this repository: each
 //! template, generated into a temporary directory, builds through its own routes.toml,
 //! serves (a welcome, then echo), and under `run --watch` is rebuilt and hot-reloaded
-//! after an edit while its clients stay connected. Rust projects build into a shared
+//! after an edit while its clients stay connected; with `--hooks`, the handshake check,
+//! lifecycle hooks and timers work in every language. Rust projects build into a
 //! `CARGO_TARGET_DIR`, which their routes file follows.
 
 use std::path::Path;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 
-use crate::harness::{Lang, STARTUP_GUARD, Server, chat, check};
+use crate::harness::{HttpRequest, Lang, STARTUP_GUARD, Server, chat};
 
 /// Runs `wshost new ARGS` in `dir` (bounded by the startup guard).
 async fn run_new(dir: &Path, args: &[&str]) -> Result<std::process::Output> {
@@ -103,17 +104,45 @@ async fn a_python_project_builds_serves_and_reloads() -> Result<()> {
     generate_serve_and_reload("python", "py-ctl", "app.py").await
 }
 
-#[tokio::test]
-async fn a_rust_project_with_every_hook_checks() -> Result<()> {
+/// A `--hooks` project: its handshake hook admits and refuses, its lifecycle hooks and
+/// timer run, nothing traps.
+async fn hooks_project_serves(lang: &str, name: &str) -> Result<()> {
     let dir = tempfile::tempdir()?;
-    new_project(dir.path(), &["rust", "hooked", "--hooks"]).await?;
-    let output = check(&dir.path().join("hooked/routes.toml")).await?;
-    ensure!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    new_project(dir.path(), &[lang, name, "--hooks"]).await?;
+    let server = Server::start_file(&dir.path().join(name).join("routes.toml")).await?;
+    let mut client = server.connect("/").await?;
+    assert_eq!(client.recv_text().await?, format!("welcome to {name}"));
+    assert_eq!(client.request("ping").await?, "ping");
+    let refused = server
+        .http(&HttpRequest::upgrade("/").header("X-Refuse", "1"))
+        .await?;
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert_eq!(refused.body_text().trim(), format!("refused by {name}"));
+    client.close(1000, "bye").await?;
+    // on-last-close cancels the timer; a fresh client starts it again.
+    let mut again = server.connect("/").await?;
+    assert_eq!(again.recv_text().await?, format!("welcome to {name}"));
+    let log = server.log();
+    ensure!(!log.contains("controller trapped"), "{log}");
+    ensure!(log.contains("starting on"), "init did not run:\n{log}");
     Ok(())
+}
+
+#[tokio::test]
+async fn a_rust_project_with_every_hook_serves() -> Result<()> {
+    hooks_project_serves("rust", "hooked").await
+}
+
+#[tokio::test]
+async fn a_javascript_project_with_every_hook_serves() -> Result<()> {
+    chat(Lang::JavaScript);
+    hooks_project_serves("js", "js-hooked").await
+}
+
+#[tokio::test]
+async fn a_python_project_with_every_hook_serves() -> Result<()> {
+    chat(Lang::Python);
+    hooks_project_serves("python", "py-hooked").await
 }
 
 #[tokio::test]

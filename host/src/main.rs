@@ -75,7 +75,7 @@ enum Command {
         /// controller's name.
         name: String,
         /// Also stub the optional hooks: the handshake check, lifecycle, timers and
-        /// state handoff (world `controller-full`; Rust only so far).
+        /// state handoff (world `controller-full`).
         #[arg(long)]
         hooks: bool,
     },

@@ -59,11 +59,6 @@ pub(crate) fn create(options: &Options) -> anyhow::Result<PathBuf> {
             "`{name}` is not a usable project name: use lower-case letters, digits and `-`, starting with a letter"
         );
     }
-    if options.hooks && options.lang != Lang::Rust {
-        bail!(
-            "`--hooks` is available for Rust only so far; JavaScript and Python controllers can export the optional interfaces too (see wit/controller.wit), but `wshost new` has no template for them yet"
-        );
-    }
     let dir = options.parent.join(name);
     if dir.exists() && dir.read_dir().map_or(true, |mut d| d.next().is_some()) {
         bail!("`{}` already exists and is not empty", dir.display());
@@ -83,8 +78,8 @@ pub(crate) fn create(options: &Options) -> anyhow::Result<PathBuf> {
     };
     let files = match options.lang {
         Lang::Rust => rust_files(options.hooks),
-        Lang::Js => js_files(name),
-        Lang::Python => python_files(),
+        Lang::Js => js_files(name, options.hooks),
+        Lang::Python => python_files(options.hooks),
     };
     write(&dir, "wit/controller.wit", WIT)?;
     for (path, template) in files {
@@ -142,7 +137,12 @@ fn rust_files(hooks: bool) -> Vec<(String, String)> {
     .collect()
 }
 
-fn js_files(name: &str) -> Vec<(String, String)> {
+fn js_files(name: &str, hooks: bool) -> Vec<(String, String)> {
+    let source = if hooks {
+        include_str!("../templates/js/controller_hooks.js")
+    } else {
+        include_str!("../templates/js/controller.js")
+    };
     // The examples' pins, under the project's own package name.
     let rename = |text: &str| text.replace("\"wshost-chat-js\"", "\"wshost-controller\"");
     let package = rename(JS_PACKAGE)
@@ -151,10 +151,7 @@ fn js_files(name: &str) -> Vec<(String, String)> {
         .collect::<Vec<_>>()
         .join("\n");
     vec![
-        (
-            format!("{name}.js"),
-            include_str!("../templates/js/controller.js").to_owned(),
-        ),
+        (format!("{name}.js"), source.to_owned()),
         (
             "build.mjs".to_owned(),
             include_str!("../templates/js/build.mjs").to_owned(),
@@ -180,7 +177,12 @@ fn js_files(name: &str) -> Vec<(String, String)> {
     ]
 }
 
-fn python_files() -> Vec<(String, String)> {
+fn python_files(hooks: bool) -> Vec<(String, String)> {
+    let app = if hooks {
+        include_str!("../templates/python/app_hooks.py")
+    } else {
+        include_str!("../templates/python/app.py")
+    };
     let pins: Vec<&str> = PY_REQUIREMENTS
         .lines()
         .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
@@ -190,7 +192,7 @@ fn python_files() -> Vec<(String, String)> {
         pins.join("\n")
     );
     [
-        ("app.py", include_str!("../templates/python/app.py")),
+        ("app.py", app),
         ("build.sh", include_str!("../templates/python/build.sh")),
         (
             "routes.toml",

@@ -1,5 +1,6 @@
-//! The chat example is one room per controller instance: newcomers are welcomed with the
-//! online count, the others hear who joined, said something (text or binary) and left.
+//! The chat example: a room per path (`/chat/ROOM`); newcomers are welcomed with the
+//! room's online count, the others in the room hear who joined, said something (text or
+//! binary) and left, and other rooms hear none of it.
 //!
 //! The same scenarios run against the chat controller in each language (examples/chat in
 //! Rust, examples/chat-js, examples/chat-py): they must behave exactly alike.
@@ -192,6 +193,37 @@ async fn names_come_from_the_user_attribute(lang: Lang) -> Result<()> {
     Ok(())
 }
 
+async fn rooms_are_separate(lang: Lang) -> Result<()> {
+    let server = chat_server(lang).await?;
+    let (mut red_a, name_red_a, online) = join_at(&server, "/chat/red").await?;
+    assert_eq!(online, 1);
+    let (mut blue_a, _, online) = join_at(&server, "/chat/blue").await?;
+    assert_eq!(online, 1, "a room counts its own members");
+    let (mut red_b, name_red_b, online) = join_at(&server, "/chat/red").await?;
+    assert_eq!(online, 2);
+    assert_eq!(red_a.recv_text().await?, format!("{name_red_b} joined"));
+    red_a.send_binary(&[1, 2, 3]).await?;
+    assert_eq!(red_b.recv_binary().await?, [1, 2, 3]);
+    red_a.send_text("red only").await?;
+    assert_eq!(red_b.recv_text().await?, format!("{name_red_a}: red only"));
+    red_b.close(1000, "").await?;
+    assert_eq!(red_a.recv_text().await?, format!("{name_red_b} left"));
+    // Blue heard none of it: the next thing it hears is its own room's newcomer.
+    let (mut blue_b, name_blue_b, online) = join_at(&server, "/chat/blue").await?;
+    assert_eq!(online, 2);
+    assert_eq!(blue_a.recv_text().await?, format!("{name_blue_b} joined"));
+    blue_b.send_text("blue only").await?;
+    assert!(blue_a.recv_text().await?.ends_with(": blue only"));
+    // Red, alone now, heard none of blue's traffic: its next message is its own
+    // room's newcomer.
+    blue_b.close(1000, "").await?;
+    assert_eq!(blue_a.recv_text().await?, format!("{name_blue_b} left"));
+    let (_red_c, name_red_c, online) = join_at(&server, "/chat/red").await?;
+    assert_eq!(online, 2);
+    assert_eq!(red_a.recv_text().await?, format!("{name_red_c} joined"));
+    Ok(())
+}
+
 /// One `#[tokio::test]` per scenario for the chat controller in `$lang`.
 macro_rules! chat_tests {
     ($module:ident, $lang:expr) => {
@@ -204,6 +236,7 @@ macro_rules! chat_tests {
                 the_others_hear_who_left,
                 a_protocol_error_ends_only_that_member,
                 names_come_from_the_user_attribute,
+                rooms_are_separate,
             );
         }
     };

@@ -65,8 +65,7 @@ fn learn_inherited() {
 
 /// Sends `msg` to every member of `room` but `exclude`.
 fn tell_room(room: &str, msg: &Message, exclude: Option<Connection>) {
-    let (occupied, only) =
-        ROOMS.with_borrow(|rooms| (rooms.contains_key(room), rooms.len() == 1));
+    let (occupied, only) = ROOMS.with_borrow(|rooms| (rooms.contains_key(room), rooms.len() == 1));
     if !occupied {
         return;
     }
@@ -122,7 +121,11 @@ impl Controller for Chat {
                 }
             }
         });
-        tell_room(&member.room, &Message::Text(format!("{} left", member.name)), None);
+        tell_room(
+            &member.room,
+            &Message::Text(format!("{} left", member.name)),
+            None,
+        );
     }
 }
 

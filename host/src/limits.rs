@@ -9,7 +9,7 @@
 //! ```toml
 //! [limits]
 //! max-connections = 20000          # open + handshaking connections; beyond → 503
-//! max-handshakes-per-address = 16  # top level only: sockets one address (IPv6: /64)
+//! max-handshakes-per-address = 64  # top level only: sockets one address (IPv6: /64)
 //!                                  # may have before its request is read; beyond →
 //!                                  # closed at accept (trusted proxies exempt)
 //! max-message-bytes = 16777216     # a bigger message → close 1009
@@ -113,10 +113,12 @@ impl Default for Limits {
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 
 /// Sockets one client address may hold in the handshake phase when routes.toml sets no
-/// `max-handshakes-per-address`: a browser opens a few connections to one server at a
-/// time, and a handshake lasts one round trip; a silent socket lasts the whole
-/// `handshake-timeout-ms`.
-pub const DEFAULT_MAX_HANDSHAKES_PER_ADDRESS: usize = 16;
+/// `max-handshakes-per-address`. A handshake lasts one round trip and a browser opens a
+/// few connections at a time, but many users behind one NAT reconnecting together (after
+/// a restart) arrive in a burst; a silent socket lasts the whole `handshake-timeout-ms`.
+/// 64 of them cannot fill the default `max-connections`; a load generator on one address
+/// needs more.
+pub const DEFAULT_MAX_HANDSHAKES_PER_ADDRESS: usize = 64;
 
 /// A `[limits]` or `[route.limits]` table as written.
 #[derive(Debug, Default, Deserialize)]

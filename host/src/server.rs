@@ -395,7 +395,9 @@ impl Server {
             Err(rejection) => {
                 tracing::info!(status = rejection.status, reason = %rejection.body, "refused at accept");
                 drop(socket_slot); // as below
-                handshake::reject_unread(&mut stream, &rejection).await;
+                // Boxed, like every path a connection takes only before its upgrade: inline,
+                // its state would be part of the task for the connection's whole life.
+                Box::pin(handshake::reject_unread(&mut stream, &rejection)).await;
                 return None;
             }
         };
@@ -433,10 +435,10 @@ impl Server {
             // keeps its place in `max-connections` until the answer is sent.
             drop(handshake_slot);
             let write_timeout = table.config.handshake_timeout;
-            static_files::serve(&mut stream, &request, dir, write_timeout).await;
+            Box::pin(static_files::serve(&mut stream, &request, dir, write_timeout)).await;
             return None;
         }
-        let admitted = self.admit(&table, &request, peer, id).await;
+        let admitted = Box::pin(self.admit(&table, &request, peer, id)).await;
         let (accepted, info, controller, route_slot) = match admitted {
             Ok(admitted) => admitted,
             Err(rejection) => {

@@ -91,7 +91,7 @@ fn main() -> Result<()> {
     std::fs::write(
         &routes,
         format!(
-            "# Streaming 1 MiB messages with 4 in flight needs more than the default 4 MiB\n# outbound queue per connection.\n[limits]\noutbound-queue-bytes = 16777216\n\n[[route]]\nmatch = \"/echo/*\"\ncontroller = {:?}\n\n[[route]]\nmatch = \"/chat/*\"\nprotocols = [\"chat\"]\ncontroller = {:?}\n",
+            "# Streaming 1 MiB messages with 4 in flight needs more than the default 4 MiB\n# outbound queue per connection.\n[limits]\noutbound-queue-bytes = 16777216\n# The load comes from one address, opening up to 10,000 connections at once.\nmax-handshakes-per-address = 1000000\n\n[[route]]\nmatch = \"/echo/*\"\ncontroller = {:?}\n\n[[route]]\nmatch = \"/chat/*\"\nprotocols = [\"chat\"]\ncontroller = {:?}\n",
             guests.echo, guests.chat
         ),
     )?;

@@ -435,7 +435,13 @@ impl Server {
             // keeps its place in `max-connections` until the answer is sent.
             drop(handshake_slot);
             let write_timeout = table.config.handshake_timeout;
-            Box::pin(static_files::serve(&mut stream, &request, dir, write_timeout)).await;
+            Box::pin(static_files::serve(
+                &mut stream,
+                &request,
+                dir,
+                write_timeout,
+            ))
+            .await;
             return None;
         }
         let admitted = Box::pin(self.admit(&table, &request, peer, id)).await;

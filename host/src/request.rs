@@ -47,6 +47,21 @@ impl Request {
             .filter(|s| !s.is_empty())
     }
 
+    /// A `GET /` over HTTP/1.1 with `headers` (names lower-case), for unit tests.
+    #[cfg(test)]
+    pub(crate) fn get(headers: &[(&str, &str)]) -> Self {
+        Self {
+            method: "GET".to_owned(),
+            path: "/".to_owned(),
+            query: String::new(),
+            minor_version: 1,
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
     /// Whether header `name` lists `token` (case-insensitive).
     pub fn has_token(&self, name: &str, token: &str) -> bool {
         self.header_items(name)

@@ -322,19 +322,6 @@ async fn write<S: AsyncWrite + Unpin>(
 mod tests {
     use super::*;
 
-    fn request(headers: &[(&str, &str)]) -> Request {
-        Request {
-            method: "GET".to_owned(),
-            path: "/".to_owned(),
-            query: String::new(),
-            minor_version: 1,
-            headers: headers
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        }
-    }
-
     #[test]
     fn paths_map_below_the_root_or_not_at_all() {
         assert_eq!(relative_path("/"), Some(PathBuf::new()));
@@ -359,34 +346,34 @@ mod tests {
         let tag = etag(10, modified);
         let date = httpdate::fmt_http_date(modified);
         assert!(not_modified(
-            &request(&[("if-none-match", &tag)]),
+            &Request::get(&[("if-none-match", &tag)]),
             &tag,
             modified
         ));
         let weak_list = format!("\"x\", W/{tag}");
         assert!(not_modified(
-            &request(&[("if-none-match", &weak_list)]),
+            &Request::get(&[("if-none-match", &weak_list)]),
             &tag,
             modified
         ));
         assert!(not_modified(
-            &request(&[("if-none-match", "*")]),
+            &Request::get(&[("if-none-match", "*")]),
             &tag,
             modified
         ));
         assert!(!not_modified(
-            &request(&[("if-none-match", "\"x\"")]),
+            &Request::get(&[("if-none-match", "\"x\"")]),
             &tag,
             modified
         ));
         assert!(not_modified(
-            &request(&[("if-modified-since", &date)]),
+            &Request::get(&[("if-modified-since", &date)]),
             &tag,
             modified
         ));
         let earlier = httpdate::fmt_http_date(modified - Duration::from_secs(2));
         assert!(!not_modified(
-            &request(&[("if-modified-since", &earlier)]),
+            &Request::get(&[("if-modified-since", &earlier)]),
             &tag,
             modified
         ));
@@ -395,9 +382,9 @@ mod tests {
             ("if-none-match", "\"x\""),
             ("if-modified-since", date.as_str()),
         ];
-        assert!(!not_modified(&request(&both), &tag, modified));
+        assert!(!not_modified(&Request::get(&both), &tag, modified));
         assert!(!not_modified(
-            &request(&[("if-modified-since", "yesterday")]),
+            &Request::get(&[("if-modified-since", "yesterday")]),
             &tag,
             modified
         ));

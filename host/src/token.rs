@@ -104,19 +104,12 @@ pub(crate) fn mint(request: &Request) -> anyhow::Result<String> {
 /// The HS256 secret of a filter, read as the filter reads it.
 fn secret(table: &toml::Table, base: &Path, place: &str) -> anyhow::Result<String> {
     let text_key = |key: &str| table.get(key).and_then(toml::Value::as_str);
-    let secret = match (text_key("secret-env"), text_key("secret-file")) {
-        (Some(var), _) => std::env::var(var)
-            .with_context(|| format!("{place}: environment variable `{var}` is not set"))?,
-        (None, Some(file)) => {
-            let path = base.join(file);
-            std::fs::read_to_string(&path)
-                .with_context(|| format!("{place}: cannot read `{}`", path.display()))?
-                .trim_end_matches(['\r', '\n'])
-                .to_owned()
-        }
-        (None, None) => bail!("{place} has neither `secret-env` nor `secret-file`"),
-    };
-    Ok(secret)
+    wshost::filter::hs256_secret(
+        text_key("secret-env"),
+        text_key("secret-file").map(Path::new),
+        base,
+    )
+    .map_err(|why| anyhow::anyhow!("{place}: {why}"))
 }
 
 /// Every `kind = "bearer"` table of the file, with where it is.

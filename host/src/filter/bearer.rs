@@ -222,6 +222,32 @@ impl BearerFilter {
     }
 }
 
+/// An HS256 filter's secret, from `secret-env` (an environment variable) or
+/// `secret-file` (relative to `base`, trailing line breaks removed): exactly one of them,
+/// and not empty. The error names the key.
+pub fn hs256_secret(
+    secret_env: Option<&str>,
+    secret_file: Option<&Path>,
+    base: &Path,
+) -> Result<String, String> {
+    let secret = match (secret_env, secret_file) {
+        (Some(var), None) => std::env::var(var)
+            .map_err(|_| format!("`secret-env`: environment variable `{var}` is not set"))?,
+        (None, Some(file)) => {
+            let path = base.join(file);
+            std::fs::read_to_string(&path)
+                .map_err(|e| format!("`secret-file`: cannot read `{}`: {e}", path.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned()
+        }
+        _ => return Err("HS256 needs exactly one of `secret-env` or `secret-file`".to_owned()),
+    };
+    if secret.is_empty() {
+        return Err("the HS256 secret is empty".to_owned());
+    }
+    Ok(secret)
+}
+
 fn jwt_verifier(raw: &Raw, alg: &str, base: &Path) -> Result<Verifier, String> {
     let algorithm = match alg {
         "HS256" => Algorithm::HS256,
@@ -235,28 +261,7 @@ fn jwt_verifier(raw: &Raw, alg: &str, base: &Path) -> Result<Verifier, String> {
     };
     let key = match algorithm {
         Algorithm::HS256 => {
-            let secret = match (&raw.secret_env, &raw.secret_file) {
-                (Some(var), None) => std::env::var(var).map_err(|_| {
-                    format!("`secret-env`: environment variable `{var}` is not set")
-                })?,
-                (None, Some(file)) => {
-                    let path = base.join(file);
-                    std::fs::read_to_string(&path)
-                        .map_err(|e| {
-                            format!("`secret-file`: cannot read `{}`: {e}", path.display())
-                        })?
-                        .trim_end_matches(['\r', '\n'])
-                        .to_owned()
-                }
-                _ => {
-                    return Err(
-                        "HS256 needs exactly one of `secret-env` or `secret-file`".to_owned()
-                    );
-                }
-            };
-            if secret.is_empty() {
-                return Err("the HS256 secret is empty".to_owned());
-            }
+            let secret = hs256_secret(raw.secret_env.as_deref(), raw.secret_file.as_deref(), base)?;
             DecodingKey::from_secret(secret.as_bytes())
         }
         _ => {

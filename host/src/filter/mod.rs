@@ -23,7 +23,7 @@ use http::header::WWW_AUTHENTICATE;
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use bearer::BearerFilter;
+pub use bearer::{BearerFilter, hs256_secret};
 pub use origin::OriginFilter;
 pub use query::QueryFilter;
 pub use rate_limit::{ClientKey, RateLimit};
@@ -386,16 +386,7 @@ mod tests {
         attrs: &mut Attributes,
         claims: serde_json::Map<String, Value>,
     ) -> Result<(), Rejection> {
-        let request = Request {
-            method: "GET".to_owned(),
-            path: "/".to_owned(),
-            query: String::new(),
-            minor_version: 1,
-            headers: headers
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        };
+        let request = Request::get(headers);
         let client = Client {
             ip: "127.0.0.1".parse().unwrap(),
             display: "127.0.0.1:1".to_owned(),

@@ -148,19 +148,6 @@ fn parse_hop(hop: &str) -> Option<(IpAddr, String)> {
 mod tests {
     use super::*;
 
-    fn request(headers: &[(&str, &str)]) -> Request {
-        Request {
-            method: "GET".to_owned(),
-            path: "/".to_owned(),
-            query: String::new(),
-            minor_version: 1,
-            headers: headers
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        }
-    }
-
     fn cidrs(list: &[&str]) -> Vec<Cidr> {
         list.iter().map(|c| c.parse().unwrap()).collect()
     }
@@ -186,7 +173,7 @@ mod tests {
     #[test]
     fn headers_from_untrusted_peers_are_ignored() {
         let peer: SocketAddr = "203.0.113.9:4000".parse().unwrap();
-        let r = request(&[("x-forwarded-for", "1.1.1.1")]);
+        let r = Request::get(&[("x-forwarded-for", "1.1.1.1")]);
         assert_eq!(
             client(
                 peer,
@@ -203,13 +190,13 @@ mod tests {
     fn trusted_proxies_are_skipped_from_the_right() {
         let peer: SocketAddr = "10.0.0.2:4000".parse().unwrap();
         let trusted = cidrs(&["10.0.0.0/8"]);
-        let r = request(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.5")]);
+        let r = Request::get(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.5")]);
         let c = client(peer, &r, &trusted, ForwardedHeader::XForwardedFor);
         assert_eq!(
             (c.ip, c.display.as_str()),
             ("198.51.100.7".parse().unwrap(), "198.51.100.7")
         );
-        let r = request(&[(
+        let r = Request::get(&[(
             "forwarded",
             "for=192.0.2.60;proto=http, for=\"[2001:db8::1]:4711\"",
         )]);
@@ -217,7 +204,7 @@ mod tests {
             client(peer, &r, &trusted, ForwardedHeader::Forwarded).display,
             "[2001:db8::1]:4711"
         );
-        let r = request(&[("x-forwarded-for", "unknown")]);
+        let r = Request::get(&[("x-forwarded-for", "unknown")]);
         assert_eq!(
             client(peer, &r, &trusted, ForwardedHeader::XForwardedFor).display,
             "10.0.0.2:4000"
@@ -229,7 +216,7 @@ mod tests {
         let peer: SocketAddr = "10.0.0.2:4000".parse().unwrap();
         let trusted = cidrs(&["10.0.0.0/8"]);
         // What nginx passes on: the client's own `Forwarded`, and its own XFF entry.
-        let r = request(&[
+        let r = Request::get(&[
             ("forwarded", "for=6.6.6.6"),
             ("x-forwarded-for", "198.51.100.7"),
         ]);
@@ -237,7 +224,7 @@ mod tests {
             client(peer, &r, &trusted, ForwardedHeader::XForwardedFor).display,
             "198.51.100.7"
         );
-        let r = request(&[
+        let r = Request::get(&[
             ("x-forwarded-for", "6.6.6.6"),
             ("forwarded", "for=198.51.100.7"),
         ]);
@@ -246,7 +233,7 @@ mod tests {
             "198.51.100.7"
         );
         // A client's own XFF entries are to the left of the proxy's: never reached.
-        let r = request(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7")]);
+        let r = Request::get(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7")]);
         assert_eq!(
             client(peer, &r, &trusted, ForwardedHeader::XForwardedFor).display,
             "198.51.100.7"

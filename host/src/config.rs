@@ -962,6 +962,51 @@ controller = "build/echo.wasm"
     }
 
     #[test]
+    fn the_security_keys_refuse_bad_values_at_their_line() {
+        let route = "[[route]]\ncontroller = \"a.wasm\"\n";
+        let (line, message) = error(&format!("forwarded-header = \"xff\"\n{route}"));
+        assert_eq!(line, 1);
+        assert!(
+            message.contains("xff") && message.contains("x-forwarded-for"),
+            "{message}"
+        );
+        let (_, message) = error(&format!(
+            "[limits]\nmax-handshakes-per-address = 0\n{route}"
+        ));
+        assert!(
+            message.contains("`max-handshakes-per-address` must be at least 1"),
+            "{message}"
+        );
+        let (_, message) = error(&format!(
+            "{route}[route.limits]\nmax-handshakes-per-address = 4\n"
+        ));
+        assert!(message.contains("top-level `[limits]`"), "{message}");
+        for (keys, why) in [
+            ("ipv6-prefix = 0", "`ipv6-prefix`"),
+            ("ipv6-prefix = 129", "`ipv6-prefix`"),
+            ("max-clients = 0", "`max-clients`"),
+        ] {
+            let (_, message) = error(&format!(
+                "[[route]]\ncontroller = \"a.wasm\"\nfilters = [{{ kind = \"rate-limit\", max = 1, {keys} }}]\n"
+            ));
+            assert!(message.contains(why), "{keys}: {message}");
+        }
+    }
+
+    #[test]
+    fn the_cargo_target_dir_placeholder_needs_a_cargo_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[[route]]\ncontroller = \"{cargo-target-dir}/a.wasm\"\n";
+        let error = Config::parse(&dir.path().join("routes.toml"), text).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("cannot ask cargo for its target directory"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn the_cargo_target_dir_placeholder_starts_a_path_only() {
         let (_, message) = error("[[route]]\ncontroller = \"x/{cargo-target-dir}/a.wasm\"\n");
         assert!(message.contains("may only start the path"), "{message}");

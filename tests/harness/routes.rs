@@ -26,6 +26,7 @@ pub(crate) struct Route {
     name: Option<String>,
     glob: Option<String>,
     protocols: Vec<String>,
+    topic: Option<String>,
     controller: String,
     limits: Option<String>,
     filters: Option<String>,
@@ -44,6 +45,7 @@ impl Route {
             name: None,
             glob: None,
             protocols: Vec::new(),
+            topic: None,
             controller: controller.to_owned(),
             limits: None,
             filters: None,
@@ -65,6 +67,12 @@ impl Route {
     /// Sets `protocols`.
     pub(crate) fn protocols(mut self, protocols: &[&str]) -> Self {
         self.protocols = protocols.iter().map(|p| (*p).to_owned()).collect();
+        self
+    }
+
+    /// Sets `topic`, e.g. `"chat/{1}"`.
+    pub(crate) fn topic(mut self, topic: &str) -> Self {
+        self.topic = Some(topic.to_owned());
         self
     }
 
@@ -93,6 +101,9 @@ impl Route {
         if !self.protocols.is_empty() {
             let list: Vec<String> = self.protocols.iter().map(|p| toml_string(p)).collect();
             out += &format!("protocols = [{}]\n", list.join(", "));
+        }
+        if let Some(topic) = &self.topic {
+            out += &format!("topic = {}\n", toml_string(topic));
         }
         if let Some(filters) = &self.filters {
             out += &format!("filters = [{filters}]\n");

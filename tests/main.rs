@@ -40,3 +40,4 @@ mod token_privacy;
 mod trap;
 mod trusted_proxies;
 mod watch_mode;
+mod wit_compat;

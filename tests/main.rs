@@ -37,6 +37,8 @@ mod subprotocol;
 mod timers;
 mod token_command;
 mod token_privacy;
+mod topics;
 mod trap;
 mod trusted_proxies;
 mod watch_mode;
+mod wit_compat;

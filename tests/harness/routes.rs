@@ -26,10 +26,10 @@ pub(crate) struct Route {
     name: Option<String>,
     glob: Option<String>,
     protocols: Vec<String>,
-    topic: Option<String>,
     controller: String,
     limits: Option<String>,
     filters: Option<String>,
+    topic: Option<String>,
 }
 
 impl Route {
@@ -45,10 +45,10 @@ impl Route {
             name: None,
             glob: None,
             protocols: Vec::new(),
-            topic: None,
             controller: controller.to_owned(),
             limits: None,
             filters: None,
+            topic: None,
         }
     }
 
@@ -70,12 +70,6 @@ impl Route {
         self
     }
 
-    /// Sets `topic`, e.g. `"chat/{1}"`.
-    pub(crate) fn topic(mut self, topic: &str) -> Self {
-        self.topic = Some(topic.to_owned());
-        self
-    }
-
     /// Sets the route's `limits` to the inline table with these keys, e.g.
     /// `"max-message-bytes = 1024, call-deadline-ms = 300"`.
     pub(crate) fn limits(mut self, keys: &str) -> Self {
@@ -87,6 +81,12 @@ impl Route {
     /// `"{ kind = \"deny\" }"`.
     pub(crate) fn filters(mut self, items: &str) -> Self {
         self.filters = Some(items.to_owned());
+        self
+    }
+
+    /// Sets `topic`, e.g. `"room/{1}"`: the route's connections are subscribed to it.
+    pub(crate) fn topic(mut self, topic: &str) -> Self {
+        self.topic = Some(topic.to_owned());
         self
     }
 
@@ -102,13 +102,13 @@ impl Route {
             let list: Vec<String> = self.protocols.iter().map(|p| toml_string(p)).collect();
             out += &format!("protocols = [{}]\n", list.join(", "));
         }
-        if let Some(topic) = &self.topic {
-            out += &format!("topic = {}\n", toml_string(topic));
-        }
         if let Some(filters) = &self.filters {
             out += &format!("filters = [{filters}]\n");
         }
         out += &format!("controller = {}\n", toml_string(&self.controller));
+        if let Some(topic) = &self.topic {
+            out += &format!("topic = {}\n", toml_string(topic));
+        }
         if let Some(limits) = &self.limits {
             out += &format!("limits = {{ {limits} }}\n");
         }

@@ -249,6 +249,10 @@ impl Cluster {
     /// Leaves the cluster: announces that this node has no subscribers anywhere (so the
     /// other nodes' presence drops it at once) and flushes what is buffered.
     pub async fn leave(self) {
+        // Connections that just closed made the manager announce their topics' new
+        // counts; let those go out (they are due within `COALESCE`).
+        tokio::time::sleep(COALESCE * 2).await;
+        // Topics whose subscribers were cut off at the shutdown deadline.
         for topic in self.hub.local_topics() {
             let subject = subject(&self.prefix, &topic, Kind::Presence);
             let payload = presence_payload(&self.node, 0, &[]);

@@ -1,6 +1,7 @@
-//! The chat example: a room per path (`/chat/ROOM`); newcomers are welcomed with the
-//! room's online count, the others in the room hear who joined, said something (text or
-//! binary) and left, and other rooms hear none of it.
+//! The chat example: a room per path (`/chat/ROOM`, the route's topic `chat/{1}`);
+//! newcomers are welcomed with the room's online count, the others in the room hear who
+//! joined, said something (text or binary) and left, and other rooms hear none of it. On a
+//! route without a `topic` (a routes.toml from before topics) the rooms work the same.
 //!
 //! The same scenarios run against the chat controller in each language (examples/chat in
 //! Rust, examples/chat-js, examples/chat-py): they must behave exactly alike.
@@ -11,13 +12,22 @@ use crate::harness::{
     Client, HttpRequest, Lang, Route, RoutesDir, Server, chat, opcode, routes_toml,
 };
 
-/// A server routing /chat/* with sub-protocol `chat` to the chat controller in `lang`;
-/// a static bearer token (`?access_token=tok-alice`) names a member `alice`.
+/// A server routing /chat/* with sub-protocol `chat` and topic `chat/{1}` to the chat
+/// controller in `lang`; a static bearer token (`?access_token=tok-alice`) names a member
+/// `alice`.
 async fn chat_server(lang: Lang) -> Result<Server> {
-    let route = Route::to(chat(lang))
+    chat_server_with(lang, Some("chat/{1}")).await
+}
+
+/// [`chat_server`] with the route's `topic` set to `topic`, or left out.
+async fn chat_server_with(lang: Lang, topic: Option<&str>) -> Result<Server> {
+    let mut route = Route::to(chat(lang))
         .at("/chat/*")
         .protocols(&["chat"])
         .filters(r#"{ kind = "bearer", from = ["query"], tokens-file = "tokens.txt" }"#);
+    if let Some(topic) = topic {
+        route = route.topic(topic);
+    }
     let dir = RoutesDir::new(&routes_toml(&[route]))?;
     dir.write("tokens.txt", b"tok-alice alice\n")?;
     Server::start_in(dir).await
@@ -194,12 +204,20 @@ async fn names_come_from_the_user_attribute(lang: Lang) -> Result<()> {
 }
 
 async fn rooms_are_separate(lang: Lang) -> Result<()> {
-    let server = chat_server(lang).await?;
-    let (mut red_a, name_red_a, online) = join_at(&server, "/chat/red").await?;
+    rooms_are_separate_on(&chat_server(lang).await?).await
+}
+
+/// The chat subscribes and publishes itself when its route has no `topic`.
+async fn rooms_work_on_a_route_without_a_topic(lang: Lang) -> Result<()> {
+    rooms_are_separate_on(&chat_server_with(lang, None).await?).await
+}
+
+async fn rooms_are_separate_on(server: &Server) -> Result<()> {
+    let (mut red_a, name_red_a, online) = join_at(server, "/chat/red").await?;
     assert_eq!(online, 1);
-    let (mut blue_a, _, online) = join_at(&server, "/chat/blue").await?;
+    let (mut blue_a, _, online) = join_at(server, "/chat/blue").await?;
     assert_eq!(online, 1, "a room counts its own members");
-    let (mut red_b, name_red_b, online) = join_at(&server, "/chat/red").await?;
+    let (mut red_b, name_red_b, online) = join_at(server, "/chat/red").await?;
     assert_eq!(online, 2);
     assert_eq!(red_a.recv_text().await?, format!("{name_red_b} joined"));
     red_a.send_binary(&[1, 2, 3]).await?;
@@ -209,7 +227,7 @@ async fn rooms_are_separate(lang: Lang) -> Result<()> {
     red_b.close(1000, "").await?;
     assert_eq!(red_a.recv_text().await?, format!("{name_red_b} left"));
     // Blue heard none of it: the next thing it hears is its own room's newcomer.
-    let (mut blue_b, name_blue_b, online) = join_at(&server, "/chat/blue").await?;
+    let (mut blue_b, name_blue_b, online) = join_at(server, "/chat/blue").await?;
     assert_eq!(online, 2);
     assert_eq!(blue_a.recv_text().await?, format!("{name_blue_b} joined"));
     blue_b.send_text("blue only").await?;
@@ -218,7 +236,7 @@ async fn rooms_are_separate(lang: Lang) -> Result<()> {
     // room's newcomer.
     blue_b.close(1000, "").await?;
     assert_eq!(blue_a.recv_text().await?, format!("{name_blue_b} left"));
-    let (_red_c, name_red_c, online) = join_at(&server, "/chat/red").await?;
+    let (_red_c, name_red_c, online) = join_at(server, "/chat/red").await?;
     assert_eq!(online, 2);
     assert_eq!(red_a.recv_text().await?, format!("{name_red_c} joined"));
     Ok(())
@@ -237,6 +255,7 @@ macro_rules! chat_tests {
                 a_protocol_error_ends_only_that_member,
                 names_come_from_the_user_attribute,
                 rooms_are_separate,
+                rooms_work_on_a_route_without_a_topic,
             );
         }
     };

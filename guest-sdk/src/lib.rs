@@ -25,6 +25,11 @@
 //! closes that connection with 1011 and continues with a fresh instance: statics start
 //! over, [`connections()`] still lists the open connections.
 //!
+//! Topics are rooms the host keeps: [`Connection::subscribe`] a connection to a topic
+//! (or let the route's `topic` key do it), [`publish`] to every subscriber, whatever
+//! controller and, with a `[cluster]`, whatever node it is on, and ask [`presence`] who
+//! is there. Subscriptions belong to the host, so they survive a fresh instance.
+//!
 //! The full contract, with every guarantee, is the WIT file `wit/controller.wit`.
 
 // The generated code names this crate by its absolute path, which must also resolve
@@ -62,6 +67,7 @@ pub mod bindings_full {
         with: {
             "wshost:controller/types@0.2.0": crate::bindings::wshost::controller::types,
             "wshost:controller/host@0.2.0": crate::bindings::wshost::controller::host,
+            "wshost:controller/topics@0.2.0": crate::bindings::wshost::controller::topics,
         },
     });
 }
@@ -71,6 +77,8 @@ pub mod bindings_full {
 pub use wit_bindgen;
 
 use bindings::wshost::controller::host;
+use bindings::wshost::controller::topics;
+pub use bindings::wshost::controller::topics::{TopicError, TopicPresence as Presence};
 pub use bindings::wshost::controller::types::{ConnectionInfo, LogLevel, Message, SendError};
 pub use bindings_full::exports::wshost::controller::handshake::{
     Request as HandshakeRequest, Response as HandshakeResponse,
@@ -271,6 +279,30 @@ impl Connection {
     pub fn attribute(self, name: &str) -> Option<String> {
         host::attribute(self.0, name)
     }
+
+    /// Subscribes the connection to `topic` (1 to 255 bytes of any UTF-8, e.g.
+    /// `chat/lobby`): from now on it receives what anyone [`publish`]es there, on this
+    /// node or, with a `[cluster]`, any other. Subscribing twice is the same as once.
+    ///
+    /// Subscriptions belong to the host, not to the instance: they survive a trap or a
+    /// hot reload, and end when the connection closes. Fails with
+    /// [`TopicError::InvalidTopic`] for an empty or too long name,
+    /// [`TopicError::NotOpen`] if the connection is not open on this controller and
+    /// [`TopicError::TooManyTopics`] if it is already subscribed to 256 topics.
+    pub fn subscribe(self, topic: &str) -> Result<(), TopicError> {
+        topics::subscribe(self.0, topic)
+    }
+
+    /// Unsubscribes the connection from `topic`; returns whether it was subscribed.
+    pub fn unsubscribe(self, topic: &str) -> bool {
+        topics::unsubscribe(self.0, topic)
+    }
+
+    /// The topics the connection is subscribed to, sorted (including the one its route's
+    /// `topic` key subscribed it to).
+    pub fn subscriptions(self) -> Vec<String> {
+        topics::subscriptions(self.0)
+    }
 }
 
 impl ConnectionInfo {
@@ -306,6 +338,11 @@ pub fn connection_count() -> u32 {
 
 /// Queues `msg` for every open connection except `exclude`, copying it out of the guest
 /// once. Returns how many connections it was queued for.
+///
+/// On a route with a `topic` (routes.toml), called while handling an event of one of
+/// its connections (its `on_close` included), this is [`publish`] to that connection's
+/// topic (its `topic` attribute) instead, reaching the topic's subscribers on every
+/// node; the count is of this node's.
 pub fn broadcast(msg: &Message, exclude: Option<Connection>) -> u32 {
     host::broadcast(msg, exclude.map(Connection::id))
 }
@@ -313,6 +350,31 @@ pub fn broadcast(msg: &Message, exclude: Option<Connection>) -> u32 {
 /// [`broadcast`] of a text message.
 pub fn broadcast_text(text: &str, exclude: Option<Connection>) -> u32 {
     broadcast(&Message::Text(text.to_owned()), exclude)
+}
+
+/// Queues `msg` for every subscriber of `topic` on this node but `exclude`, and hands it
+/// to the cluster (routes.toml `[cluster]`) for the subscribers on other nodes, whatever
+/// controller they belong to. The payload leaves the guest once. Returns how many
+/// connections of this node it was queued for; an invalid topic reaches nobody and
+/// returns 0.
+///
+/// Delivery is at most once: while the cluster is unreachable, or this node's publish
+/// buffer is full, the message reaches this node's subscribers only.
+pub fn publish(topic: &str, msg: &Message, exclude: Option<Connection>) -> u32 {
+    topics::publish(topic, msg, exclude.map(Connection::id))
+}
+
+/// [`publish`] of a text message.
+pub fn publish_text(topic: &str, text: &str, exclude: Option<Connection>) -> u32 {
+    publish(topic, &Message::Text(text.to_owned()), exclude)
+}
+
+/// Who is subscribed to `topic`: the number of connections and their distinct `user`
+/// attributes, sorted, on every reachable node. This node's subscribers count at once;
+/// other nodes' within about 100 ms of a change, and only for topics this node has a
+/// subscriber of.
+pub fn presence(topic: &str) -> Presence {
+    topics::presence(topic)
 }
 
 /// Writes `msg` to the host's log at `level`, tagged with this controller.

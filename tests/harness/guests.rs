@@ -1,7 +1,7 @@
 //! Building the guest controllers once per test process: the examples (echo, chat, auth,
-//! ticker) and the test-only probe, hostile, old-wit and lifecycle controllers, the latter
-//! in four builds (v1, v2, bad-init, trap-init) kept side by side for the hot-reload
-//! tests; and the table bomb, assembled from WAT.
+//! ticker) and the test-only probe, hostile, old-wit, pinned-wit and lifecycle
+//! controllers, the latter in four builds (v1, v2, bad-init, trap-init) kept side by side
+//! for the hot-reload tests; and the table bomb, assembled from WAT.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -35,6 +35,9 @@ pub(crate) struct Guests {
     /// examples/test-controllers/old-wit: built against `wshost:controller@0.1.0`, with a
     /// handshake hook that refuses everyone.
     pub(crate) old_wit: PathBuf,
+    /// examples/test-controllers/pinned-wit: built against the WIT as it was before
+    /// topics (`controller-full`, echo `pinned:...`, a timer, a handshake hook).
+    pub(crate) pinned_wit: PathBuf,
     /// examples/test-controllers/lifecycle, default build: replies `v1:...`.
     pub(crate) lifecycle_v1: PathBuf,
     /// The same built with feature `v2`: replies `v2:...`.
@@ -88,8 +91,22 @@ fn build_guests() -> Result<Guests> {
     cargo_build(
         &target_dir,
         &[
-            "-p", "echo", "-p", "chat", "-p", "probe", "-p", "auth", "-p", "ticker", "-p",
-            "hostile", "-p", "old-wit",
+            "-p",
+            "echo",
+            "-p",
+            "chat",
+            "-p",
+            "probe",
+            "-p",
+            "auth",
+            "-p",
+            "ticker",
+            "-p",
+            "hostile",
+            "-p",
+            "old-wit",
+            "-p",
+            "pinned-wit",
         ],
     )?;
     cargo_build(&target_dir, &["-p", "probe", "--features", "hook"])?;
@@ -137,6 +154,7 @@ fn build_guests() -> Result<Guests> {
         table_bomb,
         gc_bomb,
         old_wit: dir.join("old_wit.wasm"),
+        pinned_wit: dir.join("pinned_wit.wasm"),
         lifecycle_v1,
         lifecycle_v2,
         lifecycle_bad_init,
@@ -150,6 +168,7 @@ fn build_guests() -> Result<Guests> {
         &guests.ticker,
         &guests.hostile,
         &guests.old_wit,
+        &guests.pinned_wit,
     ] {
         ensure!(
             path.is_file(),

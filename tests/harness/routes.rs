@@ -29,6 +29,7 @@ pub(crate) struct Route {
     controller: String,
     limits: Option<String>,
     filters: Option<String>,
+    topic: Option<String>,
 }
 
 impl Route {
@@ -47,6 +48,7 @@ impl Route {
             controller: controller.to_owned(),
             limits: None,
             filters: None,
+            topic: None,
         }
     }
 
@@ -82,6 +84,12 @@ impl Route {
         self
     }
 
+    /// Sets `topic`, e.g. `"room/{1}"`: the route's connections are subscribed to it.
+    pub(crate) fn topic(mut self, topic: &str) -> Self {
+        self.topic = Some(topic.to_owned());
+        self
+    }
+
     fn to_toml(&self) -> String {
         let mut out = String::from("[[route]]\n");
         if let Some(name) = &self.name {
@@ -98,6 +106,9 @@ impl Route {
             out += &format!("filters = [{filters}]\n");
         }
         out += &format!("controller = {}\n", toml_string(&self.controller));
+        if let Some(topic) = &self.topic {
+            out += &format!("topic = {}\n", toml_string(topic));
+        }
         if let Some(limits) = &self.limits {
             out += &format!("limits = {{ {limits} }}\n");
         }

@@ -1,39 +1,75 @@
-//! The chat controller: rooms. A member's room is what the route's first `*` captured
-//! (attribute `match.1`: `/chat/lobby` is room `lobby`); members hear the members of
-//! their own room only. While everyone is in one room, the host does the fan-out
-//! (`broadcast`), copying each message out of the guest once however many members the
-//! room has; with several rooms, each member of the room is sent to.
+//! The chat controller: rooms by path, with presence. A member's room is a topic: the
+//! one the route's `topic` key subscribed it to (routes.toml `topic = "chat/{1}"`, so
+//! `/chat/lobby` is topic `chat/lobby`, the connection's `topic` attribute). The chat
+//! keeps no member lists of its own: the host fans a message out to the topic's
+//! subscribers (on every node of a `[cluster]`), copying it out of the guest once, and
+//! counts them (`presence`).
 //!
-//! The members live in guest memory, which a fresh instance (after a trap or a hot
-//! reload) starts without: its first event rebuilds them from the host's connection list
-//! and attributes.
+//! On a route with a `topic`, the chat speaks with `broadcast`, which the host turns into
+//! a publish to the connection's topic. On a route without one (a routes.toml from
+//! before topics), the chat subscribes each newcomer itself to `chat/{match.1}` and
+//! publishes there explicitly: the same rooms, the same protocol.
 //!
 //! A member's name is the `user` attribute a request filter attached, or `anon-{id}`.
-//! - newcomer: `welcome {name}; {n} online` (n counts the room, newcomer included);
-//!   the room's others: `{name} joined`
+//! - newcomer: `welcome {name}; {n} online` (n counts the room's subscribers on every
+//!   node, newcomer included); the room's others: `{name} joined`
 //! - text `m` from a member: `{name}: m` to every other member of the room; binary is
 //!   forwarded as is
 //! - on leaving: `{name} left` to the remaining members of the room
+//!
+//! By the time `on_close` runs the host has forgotten the connection's attributes, so
+//! names and rooms are remembered in guest memory at open. A fresh instance (after a
+//! trap or a hot reload) starts without them: its first event relearns them from the
+//! host's connection list and attributes. The subscriptions themselves belong to the
+//! host and survive the instance.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use wshost_guest::{Connection, Controller, Message, broadcast, connections};
+use wshost_guest::{
+    Connection, Controller, LogLevel, Message, broadcast, connections, log, presence, publish,
+};
 
 struct Chat;
 
-/// A member, remembered at open: the host forgets a connection's info as soon as it
-/// closes, and `left` still needs the name and the room.
+/// A member's room, and how messages reach it.
+#[derive(Clone)]
+enum Room {
+    /// The route's `topic`: the host subscribed the connection, and `broadcast` during its
+    /// events publishes to the topic.
+    Routed(String),
+    /// No `topic` on the route: the chat subscribes the connection to this topic itself
+    /// and publishes to it explicitly.
+    Own(String),
+}
+
+impl Room {
+    /// The room's topic.
+    fn topic(&self) -> &str {
+        match self {
+            Room::Routed(topic) | Room::Own(topic) => topic,
+        }
+    }
+
+    /// Sends `msg` to every member of the room but `exclude`, on every node.
+    fn tell(&self, msg: &Message, exclude: Option<Connection>) {
+        match self {
+            Room::Routed(_) => broadcast(msg, exclude),
+            Room::Own(topic) => publish(topic, msg, exclude),
+        };
+    }
+}
+
+/// A member, remembered at open: the host forgets a connection's attributes as soon as
+/// it closes, and `left` still needs the name and the room.
 #[derive(Clone)]
 struct Member {
     name: String,
-    room: String,
+    room: Room,
 }
 
 thread_local! {
     static MEMBERS: RefCell<HashMap<Connection, Member>> = RefCell::new(HashMap::new());
-    /// Members per room.
-    static ROOMS: RefCell<HashMap<String, usize>> = RefCell::new(HashMap::new());
     /// Whether this instance has learnt the connections it inherited.
     static KNOWN: Cell<bool> = const { Cell::new(false) };
 }
@@ -43,18 +79,25 @@ fn member(conn: Connection) -> Member {
     if let Some(known) = MEMBERS.with_borrow(|m| m.get(&conn).cloned()) {
         return known;
     }
+    let room = match conn.attribute("topic") {
+        Some(topic) => Room::Routed(topic),
+        None => Room::Own(format!(
+            "chat/{}",
+            conn.attribute("match.1").unwrap_or_default()
+        )),
+    };
     let member = Member {
         name: conn
             .attribute("user")
             .unwrap_or_else(|| format!("anon-{}", conn.id())),
-        room: conn.attribute("match.1").unwrap_or_default(),
+        room,
     };
-    ROOMS.with_borrow_mut(|rooms| *rooms.entry(member.room.clone()).or_insert(0) += 1);
     MEMBERS.with_borrow_mut(|members| members.insert(conn, member.clone()));
     member
 }
 
-/// A fresh instance's first event: learn the connections that are already open.
+/// A fresh instance's first event: learn the connections that are already open (their
+/// subscriptions outlived the old instance; only names and rooms need relearning).
 fn learn_inherited() {
     if !KNOWN.replace(true) {
         for conn in connections() {
@@ -63,69 +106,42 @@ fn learn_inherited() {
     }
 }
 
-/// Sends `msg` to every member of `room` but `exclude`.
-fn tell_room(room: &str, msg: &Message, exclude: Option<Connection>) {
-    let (occupied, only) = ROOMS.with_borrow(|rooms| (rooms.contains_key(room), rooms.len() == 1));
-    if !occupied {
-        return;
-    }
-    if only {
-        // Everyone is in this room: one copy out of the guest, fanned out by the host.
-        broadcast(msg, exclude);
-        return;
-    }
-    let members: Vec<Connection> = MEMBERS.with_borrow(|members| {
-        members
-            .iter()
-            .filter(|(conn, m)| m.room == room && Some(**conn) != exclude)
-            .map(|(conn, _)| *conn)
-            .collect()
-    });
-    for member in members {
-        let _ = member.send(msg);
-    }
-}
-
 impl Controller for Chat {
     fn on_open(conn: Connection) {
         learn_inherited();
         let Member { name, room } = member(conn);
-        let online = ROOMS.with_borrow(|rooms| rooms.get(&room).copied().unwrap_or(1));
+        if let Room::Own(topic) = &room
+            && let Err(e) = conn.subscribe(topic)
+        {
+            log(
+                LogLevel::Warn,
+                &format!("cannot subscribe {} to `{topic}`: {e}", conn.id()),
+            );
+        }
+        let online = presence(room.topic()).connections;
         let _ = conn.send_text(&format!("welcome {name}; {online} online"));
-        tell_room(&room, &Message::Text(format!("{name} joined")), Some(conn));
+        room.tell(&Message::Text(format!("{name} joined")), Some(conn));
     }
 
     fn on_message(conn: Connection, msg: Message) {
         learn_inherited();
         let Member { name, room } = member(conn);
         match msg {
-            Message::Text(line) => {
-                tell_room(&room, &Message::Text(format!("{name}: {line}")), Some(conn));
-            }
-            binary @ Message::Binary(_) => tell_room(&room, &binary, Some(conn)),
+            Message::Text(line) => room.tell(&Message::Text(format!("{name}: {line}")), Some(conn)),
+            binary @ Message::Binary(_) => room.tell(&binary, Some(conn)),
         }
     }
 
     fn on_close(conn: Connection, _code: u16, _reason: String) {
         learn_inherited();
         // A member this instance never knew (it closed before the instance's first
-        // event) has nobody to be announced to by name.
-        let Some(member) = MEMBERS.with_borrow_mut(|members| members.remove(&conn)) else {
+        // event) has nobody to be announced to by name. The host already took the
+        // connection out of its room, so `None` excludes nobody.
+        let Some(Member { name, room }) = MEMBERS.with_borrow_mut(|members| members.remove(&conn))
+        else {
             return;
         };
-        ROOMS.with_borrow_mut(|rooms| {
-            if let Some(n) = rooms.get_mut(&member.room) {
-                *n -= 1;
-                if *n == 0 {
-                    rooms.remove(&member.room);
-                }
-            }
-        });
-        tell_room(
-            &member.room,
-            &Message::Text(format!("{} left", member.name)),
-            None,
-        );
+        room.tell(&Message::Text(format!("{name} left")), None);
     }
 }
 

@@ -4,8 +4,23 @@
 //! On open it sends `open {id}`. Commands (text): `panic`; `info`; `info-json` (the
 //! connection info as a JSON object; `attributes` as an object); `connections`;
 //! `close {code} {reason}`; `count` (messages this instance handled); `log {msg}` (host
-//! log + stdout + stderr, replies `logged`); `broadcast {msg}`. Anything else is echoed.
-//! On close it broadcasts `closed {id} {code} {reason}` to the connections left.
+//! log + stdout + stderr, replies `logged`); `broadcast {msg}` (on a route with a `topic`,
+//! the host publishes it to the connection's topic). Anything else is echoed. On close it
+//! broadcasts `closed {id} {code} {reason}` to the connections left (on a route with a
+//! `topic`: to the topic's other subscribers).
+//!
+//! Topic commands, where TOPIC is the rest of the line (spaces included) unless a MSG
+//! follows it:
+//! - `sub TOPIC`: replies `subscribed TOPIC`, or `error {topic-error}` in kebab case
+//!   (`error invalid-topic`, `error not-open`, `error too-many-topics`);
+//! - `unsub TOPIC`: replies `unsubscribed true` or `unsubscribed false`;
+//! - `subs`: replies the connection's topics joined by `,` (empty when none);
+//! - `pub TOPIC MSG`: publishes text MSG to TOPIC (no space in TOPIC here), excluding
+//!   nobody, then replies `published {n}` (n: this node's connections it was queued
+//!   for, the sender included when it is a subscriber, in which case MSG reaches it
+//!   before the reply);
+//! - `pubx TOPIC MSG`: the same, excluding the sender;
+//! - `presence TOPIC`: replies `presence {connections} {users joined by ,}`.
 //!
 //! Built with feature `hook`, it also exports the handshake hook, which shows what the
 //! hook is given: it adds the attributes `hook.query` (the request's query) and
@@ -15,7 +30,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use wshost_guest::{Connection, Controller, LogLevel, Message, broadcast_text, connections, log};
+use wshost_guest::{
+    Connection, Controller, LogLevel, Message, TopicError, broadcast_text, connections, log,
+    presence, publish_text,
+};
 
 /// Messages this instance has handled; starts over in a fresh instance.
 static COUNT: AtomicU64 = AtomicU64::new(0);
@@ -59,6 +77,43 @@ fn info_json(conn: Connection) -> String {
     .to_string()
 }
 
+/// The kebab-case WIT name of a topic error, as the probe replies it.
+fn topic_error(error: TopicError) -> &'static str {
+    match error {
+        TopicError::InvalidTopic => "invalid-topic",
+        TopicError::NotOpen => "not-open",
+        TopicError::TooManyTopics => "too-many-topics",
+    }
+}
+
+/// Runs a topic command; `false` if `command` is not one.
+fn topic_command(conn: Connection, command: &str, rest: &str) -> bool {
+    let reply = match command {
+        "sub" => match conn.subscribe(rest) {
+            Ok(()) => format!("subscribed {rest}"),
+            Err(e) => format!("error {}", topic_error(e)),
+        },
+        "unsub" => format!("unsubscribed {}", conn.unsubscribe(rest)),
+        "subs" => conn.subscriptions().join(","),
+        "pub" | "pubx" => {
+            let (topic, msg) = rest.split_once(' ').unwrap_or((rest, ""));
+            let exclude = (command == "pubx").then_some(conn);
+            format!("published {}", publish_text(topic, msg, exclude))
+        }
+        "presence" => {
+            let presence = presence(rest);
+            format!(
+                "presence {} {}",
+                presence.connections,
+                presence.users.join(",")
+            )
+        }
+        _ => return false,
+    };
+    let _ = conn.send_text(&reply);
+    true
+}
+
 impl Controller for Probe {
     fn on_open(conn: Connection) {
         let _ = conn.send_text(&format!("open {}", conn.id()));
@@ -100,7 +155,9 @@ impl Controller for Probe {
                 broadcast_text(rest, None);
             }
             _ => {
-                let _ = conn.send(&msg);
+                if !topic_command(conn, command, rest) {
+                    let _ = conn.send(&msg);
+                }
             }
         }
     }

@@ -3,7 +3,8 @@
 //! order and its walls; presence counts every node's members and forgets a killed node;
 //! a node's own publication reaches its subscribers once; topic names that are NATS
 //! wildcards, or hold dots or spaces, stay plain names; NATS may go away and come back,
-//! or come late, under running nodes; a hot reload keeps the connections' topics; a bad
+//! or come late, under running nodes, and a frozen one never blocks a controller (what
+//! does not fit the node's publish buffer is dropped and counted); a hot reload keeps the connections' topics; a bad
 //! `[cluster]` table is named by file, line and key.
 //!
 //! The nodes re-announce presence every 200 ms and forget a silent node after 2 s (the
@@ -453,6 +454,84 @@ async fn local_chat_outlives_a_nats_outage_and_remote_chat_resumes() -> Result<(
     ensure!(
         dropped["dropped"].as_u64().is_some_and(|n| n >= 1),
         "{dropped}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_slow_nats_never_blocks_a_controller() -> Result<()> {
+    // Enough 4 KiB publications to fill what a frozen NATS leaves room for: the socket
+    // buffers of both ends (a few MiB on loopback), async-nats's command queue (2,048)
+    // and the node's publish buffer (16 here).
+    const MESSAGES: usize = 6_000;
+    let nats = Nats::start().await?;
+    let chat = guests().chat.display().to_string();
+    let routes =
+        |node: &str, extra: &str| node_routes(&cluster_table(&nats, node, extra), &chat, &[]);
+    let a = Server::start(&routes("node-a", "publish-buffer = 16\n")).await?;
+    let b = Server::start(&routes("node-b", "")).await?;
+    for node in [&a, &b] {
+        connected(node).await?;
+    }
+    let mut here = probe(&a, "here").await?;
+    let mut there = probe(&b, "there").await?;
+    subscribe(&mut here, "slow").await?;
+    subscribe(&mut there, "slow").await?;
+    await_presence(&mut here, "slow", 2, &["here", "there"]).await?;
+
+    nats.pause()?;
+    // The publisher's controller answers every publication while NATS reads nothing,
+    // and the local subscriber gets each one, in order.
+    let mut publisher = probe(&a, "").await?;
+    let body = "x".repeat(4096);
+    // In batches, read as they go, so that no client's own queue overflows.
+    let all: Vec<usize> = (0..MESSAGES).collect();
+    for batch in all.chunks(200) {
+        for i in batch {
+            publisher.send_text(&format!("pub slow {i} {body}")).await?;
+        }
+        for i in batch {
+            let reply = publisher.recv_text().await?;
+            assert_eq!(reply, "published 1", "publication {i}");
+            let heard = here.recv_text().await?;
+            ensure!(
+                heard.strip_suffix(&body) == Some(&format!("{i} ")),
+                "the local subscriber heard {:?} as publication {i}",
+                heard.get(..20)
+            );
+        }
+    }
+    let dropped = a
+        .log_event("counting publications the full buffer dropped", |e| {
+            e["message"] == "cluster messages dropped" && e["reason"] == "buffer full"
+        })
+        .await?;
+    assert_eq!(dropped["level"], "WARN", "{dropped}");
+
+    // NATS catches up: what it had taken reaches node B in order, and a publication
+    // after that arrives there too.
+    nats.resume()?;
+    publisher.send_text("pub slow after").await?;
+    assert_eq!(publisher.recv_text().await?, "published 1");
+    let mut last = None;
+    loop {
+        let heard = there.recv_text().await?;
+        if heard == "after" {
+            break;
+        }
+        let i: usize = heard
+            .split_once(' ')
+            .and_then(|(i, _)| i.parse().ok())
+            .with_context(|| format!("node B heard {:?}", heard.get(..20)))?;
+        ensure!(
+            last.is_none_or(|l| l < i),
+            "node B heard {i} after {last:?}"
+        );
+        last = Some(i);
+    }
+    ensure!(
+        last.is_some_and(|l| l < MESSAGES - 1),
+        "node B heard every publication up to {last:?}: none was dropped"
     );
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use tokio::net::TcpStream;
 
 use super::HANG_GUARD;
@@ -93,6 +93,28 @@ impl Nats {
             child.kill().context("killing nats-server")?;
             child.wait().context("waiting for nats-server")?;
         }
+        Ok(())
+    }
+
+    /// Freezes the server (SIGSTOP): it keeps its connections but reads nothing, like a
+    /// NATS that cannot keep up, until [`Nats::resume`].
+    pub(crate) fn pause(&self) -> Result<()> {
+        self.signal("STOP")
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub(crate) fn resume(&self) -> Result<()> {
+        self.signal("CONT")
+    }
+
+    fn signal(&self, name: &str) -> Result<()> {
+        let child = self.child.as_ref().context("nats-server is not running")?;
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(child.id().to_string())
+            .status()
+            .context("running kill")?;
+        ensure!(status.success(), "kill -{name} nats-server: {status}");
         Ok(())
     }
 

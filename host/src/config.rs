@@ -23,6 +23,10 @@
 //! match = "/echo/*"                    # default: every path
 //! protocols = ["chat"]                 # default: none required
 //! controller = "echo"                  # a [controllers.NAME], or a path to a .wasm file
+//! topic = "chat/{1}"                   # optional: subscribe its connections to a topic
+//!
+//! [cluster]                            # optional: topics across nodes (crate::cluster)
+//! servers = ["nats://127.0.0.1:4222"]
 //! ```
 
 use std::collections::BTreeMap;
@@ -36,12 +40,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::cluster::{ClusterConfig, RawCluster};
 use crate::filter::Filter;
 use crate::filter::proxy::{Cidr, ForwardedHeader};
 use crate::limits::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES_PER_ADDRESS, Limits, RawLimits, Sandbox,
 };
 use crate::pattern::PathPattern;
+use crate::topics::TopicTemplate;
 
 /// The address wshost listens on when routes.toml and the command line name none.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:23080";
@@ -88,6 +94,8 @@ pub struct Config {
     /// `static-dir`, canonical (symlinks resolved): the directory served to plain
     /// requests (see [`crate::static_files`]); `None` serves no files.
     pub static_dir: Option<PathBuf>,
+    /// `[cluster]`: topics across nodes through NATS; `None` is a single node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// A `[[filter]]` entry: a filter and the paths it applies to.
@@ -144,6 +152,8 @@ pub struct Route {
     pub limits: Arc<Limits>,
     /// Most connections this route holds at once; `None` is only the server's cap.
     pub max_connections: Option<usize>,
+    /// `topic`: the topic each connection is subscribed to, made from its captures.
+    pub topic: Option<TopicTemplate>,
 }
 
 /// A routes.toml that cannot be used.
@@ -210,6 +220,7 @@ struct RawConfig {
     global_filters: Vec<Spanned<toml::Table>>,
     #[serde(default, rename = "route")]
     routes: Vec<Spanned<RawRoute>>,
+    cluster: Option<Spanned<RawCluster>>,
 }
 
 #[derive(Deserialize)]
@@ -233,6 +244,7 @@ struct RawRoute {
     filters: Vec<Spanned<toml::Value>>,
     config: Option<Spanned<BTreeMap<String, toml::Value>>>,
     limits: Option<Spanned<RawLimits>>,
+    topic: Option<Spanned<String>>,
 }
 
 impl RawConfig {
@@ -249,6 +261,7 @@ impl RawConfig {
         "filters",
         "filter",
         "route",
+        "cluster",
     ];
 }
 
@@ -265,6 +278,7 @@ impl RawRoute {
         "filters",
         "config",
         "limits",
+        "topic",
     ];
 }
 
@@ -281,6 +295,7 @@ pub fn keys() -> Vec<(&'static str, &'static [&'static str])> {
         ("[[route]]", RawRoute::KEYS),
         ("[limits]", RawLimits::KEYS),
         ("[[filter]]", &["match", "kind"][..]),
+        ("[cluster]", RawCluster::KEYS),
     ];
     tables.extend_from_slice(crate::filter::KEYS);
     tables
@@ -572,6 +587,15 @@ impl Config {
                     (Arc::new(merged), max)
                 }
             };
+            let topic = match &r.topic {
+                None => None,
+                Some(t) => {
+                    let stars = pattern.as_ref().map_or(0, PathPattern::stars);
+                    Some(TopicTemplate::new(t.get_ref(), stars).map_err(|m| {
+                        at(t.span(), format!("{}: `{}` {m}", key("topic"), t.get_ref()))
+                    })?)
+                }
+            };
             routes.push(Route {
                 name,
                 pattern,
@@ -580,6 +604,7 @@ impl Config {
                 filters: route_filters,
                 limits: route_limits,
                 max_connections: route_max,
+                topic,
             });
         }
         // Keep only controllers that some route uses: an unused `[controllers.x]` is not
@@ -605,6 +630,16 @@ impl Config {
                 .expect("used");
         }
 
+        let cluster = match &raw.cluster {
+            None => None,
+            Some(table) => Some(
+                table
+                    .get_ref()
+                    .validate(table.span(), &base)
+                    .map_err(|(span, m)| at(span, m))?,
+            ),
+        };
+
         Ok(Self {
             path: path.to_owned(),
             listen,
@@ -628,6 +663,7 @@ impl Config {
             max_connections,
             max_handshakes_per_address,
             static_dir,
+            cluster,
         })
     }
 }

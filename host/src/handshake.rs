@@ -390,6 +390,7 @@ mod tests {
             filters: Vec::new(),
             limits: std::sync::Arc::default(),
             max_connections: None,
+            topic: None,
         }]
     }
 

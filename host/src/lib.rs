@@ -8,8 +8,10 @@
 //! upgraded client; [`controller`] loads components and runs one actor per controller
 //! that calls its exports (and hot-reloads them); [`reconfigure`] applies a changed
 //! routes.toml. Beside [`handshake`], [`static_files`] answers plain requests that are
-//! not upgrades from the `static-dir`.
+//! not upgrades from the `static-dir`. [`topics`] holds the subscriptions of every
+//! connection to named topics, and [`cluster`] relays them to other nodes through NATS.
 
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod controller;
@@ -24,6 +26,7 @@ pub mod routing;
 pub mod server;
 pub mod socket;
 pub mod static_files;
+pub mod topics;
 pub mod watch;
 
 pub use config::Config;

@@ -79,6 +79,11 @@ impl PathPattern {
         &self.source
     }
 
+    /// How many `*` capture something: the length of what [`Self::captures`] returns.
+    pub fn stars(&self) -> usize {
+        self.tokens.iter().filter(|t| **t == Token::Star).count()
+    }
+
     /// Matches `path`; on success returns what each `*` captured, in order.
     pub fn captures(&self, path: &str) -> Option<Vec<String>> {
         let text: Vec<char> = path.chars().collect();

@@ -10,8 +10,8 @@
 //! and only then is any running actor told anything. A file that does not parse, or one
 //! of whose controllers fails to load, is refused with the error in the log, and the old
 //! configuration, controllers and `init` arguments all stay. Under `run --watch`, the
-//! sources of controllers a reload adds are watched too. `listen` cannot change without a
-//! restart (logged).
+//! sources of controllers a reload adds are watched too. `listen` and `[cluster]` cannot
+//! change without a restart (logged).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -81,6 +81,12 @@ impl Server {
         }
         // The address actually bound, as controllers' `init` should see it.
         config.listen = old.config.listen;
+        if config.cluster != old.config.cluster {
+            tracing::warn!(
+                "`[cluster]` changes need a restart; the cluster keeps its old settings"
+            );
+            config.cluster = old.config.cluster.clone();
+        }
 
         // Every new version is loaded and checked before anything running is told: a
         // failure leaves the old routes and the old controllers (with their `init`

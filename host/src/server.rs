@@ -80,6 +80,20 @@ pub struct Server {
     /// `run --watch`: the watcher of the current controllers' sources, replaced when a
     /// routes.toml reload changes the controllers.
     sources: Mutex<Option<controller::SourceWatcher>>,
+    /// The connection to the other nodes (`[cluster]`), until shutdown leaves it.
+    cluster: Mutex<Option<crate::cluster::Cluster>>,
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A controller could not be built, compiled or started.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// `[cluster]` has `required = true` and NATS could not be reached (or its
+    /// credentials could not be read).
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// One version of the configuration and the controllers it uses.
@@ -198,8 +212,12 @@ fn at_capacity(what: &str) -> Rejection {
 impl Server {
     /// Builds and loads every controller of `config`, starts their actors, and starts
     /// watching their files for hot reload.
-    pub async fn start(config: Config) -> Result<Arc<Self>, LoadError> {
+    pub async fn start(config: Config) -> Result<Arc<Self>, StartError> {
         let runtime = Runtime::new(config.listen.to_string())?;
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(crate::cluster::start(cluster, runtime.hub.clone()).await?),
+            None => None,
+        };
         let controllers = controller::start_all(&runtime, &config.controllers).await?;
         let table = Table::new(&runtime, config, controllers);
         Ok(Arc::new(Self {
@@ -216,6 +234,7 @@ impl Server {
             per_route: Mutex::new(HashMap::new()),
             handshaking: Mutex::new(HashMap::new()),
             sources: Mutex::new(None),
+            cluster: Mutex::new(cluster),
         }))
     }
 
@@ -280,11 +299,13 @@ impl Server {
                 }
                 () = self.drained(), if deadline.is_some() => {
                     tracing::info!("shutdown complete: every connection closed");
+                    self.leave_cluster().await;
                     return;
                 }
                 () = crate::deadline::sleep_until(deadline), if deadline.is_some() => {
                     let cut = self.active.load(Ordering::Acquire);
                     tracing::warn!(cut_off = cut, "shutdown deadline reached; cutting off the connections still open");
+                    self.leave_cluster().await;
                     return;
                 }
                 accepted = accept(&listener) => {
@@ -302,6 +323,18 @@ impl Server {
                     tokio::spawn(server.handle_client(stream, peer, id, span));
                 }
             }
+        }
+    }
+
+    /// Tells the other nodes, if any, that this one has gone.
+    async fn leave_cluster(&self) {
+        let cluster = self
+            .cluster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(cluster) = cluster {
+            cluster.leave().await;
         }
     }
 
@@ -583,6 +616,17 @@ impl Server {
         attributes.set("route", route.name.as_str());
         for (i, capture) in accepted.selected.captures.iter().enumerate() {
             attributes.set(format!("match.{}", i + 1), capture.as_str());
+        }
+        if let Some(template) = &route.topic {
+            match template.render(&accepted.selected.captures) {
+                Some(topic) => attributes.set("topic", topic),
+                None => {
+                    return Err(Rejection::new(
+                        404,
+                        "this path makes no valid topic (1 to 255 bytes)",
+                    ));
+                }
+            }
         }
         let mut check = Check {
             request,

@@ -184,6 +184,8 @@ impl Actor {
             } => {
                 let id = info.id;
                 let first = conns.is_empty();
+                subscribe_to_route_topic(&self.store.data().hub, &info, &outbound, &span);
+                let conns = &mut self.store.data_mut().conns;
                 conns.insert(
                     id,
                     ConnEntry {
@@ -226,10 +228,11 @@ impl Actor {
                 }
                 self.call(Call::Error(id, error)).await;
                 // Behind every reply the controller queued so far, in order.
-                let conns = &mut self.store.data_mut().conns;
-                if let Some(entry) = conns.get_mut(&id).filter(|e| !e.closing) {
+                let state = self.store.data_mut();
+                if let Some(entry) = state.conns.get_mut(&id).filter(|e| !e.closing) {
                     entry.closing = true;
                     let _ = entry.outbound.push(Outbound::Close(close));
+                    state.hub.leave_all(id);
                 }
             }
             Event::Closed { id, code, reason } => {
@@ -240,8 +243,11 @@ impl Actor {
                     return;
                 };
                 let last = conns.is_empty();
-                // No longer in the table, so the guest's logs find its span here.
-                self.store.data_mut().leaving = Some(entry.span);
+                let state = self.store.data_mut();
+                state.hub.leave_all(id);
+                // No longer in the table, so the guest's logs (and a broadcast to its
+                // topic) find it here.
+                state.leaving = Some(entry);
                 self.call(Call::Close(id, code, reason)).await;
                 if last && self.store.data().conns.is_empty() {
                     self.call(Call::LastClose(id)).await;
@@ -391,6 +397,7 @@ impl Actor {
         let id = call.connection();
         self.log_trap(call.export(), id, error);
         if let Some(entry) = id.and_then(|id| self.store.data_mut().conns.remove(&id)) {
+            self.store.data().hub.leave_all(entry.info.id);
             let _ = entry
                 .outbound
                 .push(Outbound::Close(CloseReason::new(1011, TRAP_REASON)));
@@ -545,6 +552,26 @@ async fn instantiate_with_retry(
         }
     }
 }
+
+/// Subscribes a connection that opens with a `topic` attribute (its route's `topic`, or
+/// what a handshake hook set) to that topic.
+fn subscribe_to_route_topic(
+    hub: &crate::topics::Hub,
+    info: &ConnectionInfo,
+    outbound: &super::OutboundHandle,
+    span: &tracing::Span,
+) {
+    let Some(topic) = info.attributes.get(TOPIC_ATTRIBUTE) else {
+        return;
+    };
+    let user = info.attributes.get("user");
+    if let Err(error) = hub.subscribe(info.id, outbound, user, topic) {
+        tracing::warn!(parent: span, %error, topic, "the connection's `topic` attribute is not a topic it can subscribe to");
+    }
+}
+
+/// The attribute that names a connection's topic.
+pub(crate) const TOPIC_ATTRIBUTE: &str = "topic";
 
 /// The value of attribute `name` of a connection.
 pub(crate) fn attribute<'a>(info: &'a ConnectionInfo, name: &str) -> Option<&'a str> {

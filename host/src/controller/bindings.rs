@@ -25,6 +25,7 @@ mod full {
         with: {
             "wshost:controller/types": super::generated::wshost::controller::types,
             "wshost:controller/host": super::generated::wshost::controller::host,
+            "wshost:controller/topics": super::generated::wshost::controller::topics,
         },
     });
 }
@@ -46,6 +47,10 @@ pub(crate) use full::wshost::controller::timers::{
     Host as TimersHost, add_to_linker as add_timers_to_linker,
 };
 pub(crate) use generated::wshost::controller::host::{Host, add_to_linker};
+pub(crate) use generated::wshost::controller::topics::{
+    Host as TopicsHost, TopicError as WitTopicError, TopicPresence as WitPresence,
+    add_to_linker as add_topics_to_linker,
+};
 pub(crate) use generated::wshost::controller::types::{
     ConnectionInfo as WitConnectionInfo, Host as TypesHost, LogLevel, Message as WitMessage,
     SendError,

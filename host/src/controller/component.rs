@@ -14,6 +14,7 @@ use super::bindings::{
 };
 use super::store::{HostState, end_call, start_call};
 use crate::limits::Sandbox;
+use crate::topics::Hub;
 
 /// The WIT package this host implements, `wshost:controller`, and its version. A
 /// component built against any other version is refused at load (see
@@ -53,6 +54,8 @@ pub(crate) struct Loaded {
     pub(crate) init: InitArgs,
     /// Deadline, memory cap and queue sizes for its instances.
     pub(crate) sandbox: Sandbox,
+    /// The process's topics.
+    hub: Arc<Hub>,
     optional: Optional,
 }
 
@@ -82,6 +85,7 @@ impl Loaded {
         pre: ControllerPre<HostState>,
         init: InitArgs,
         sandbox: Sandbox,
+        hub: Arc<Hub>,
     ) -> wasmtime::Result<Self> {
         let ip = pre.instance_pre();
         let optional = Optional {
@@ -96,13 +100,14 @@ impl Loaded {
             pre,
             init,
             sandbox,
+            hub,
             optional,
         })
     }
 
     /// Fresh store data for an instance of this controller (its sandbox limits applied).
     pub(crate) fn new_state(&self) -> HostState {
-        HostState::new(self.name.clone(), &self.sandbox)
+        HostState::new(self.name.clone(), &self.sandbox, self.hub.clone())
     }
 
     pub(crate) fn has_handshake(&self) -> bool {

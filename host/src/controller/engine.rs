@@ -19,6 +19,7 @@ use super::build_step::{self, BuildError};
 use super::component::{InitArgs, Loaded, WIT_PACKAGE, WIT_VERSION, wit_version_mismatch};
 use super::store::HostState;
 use crate::config::ControllerSpec;
+use crate::topics::Hub;
 
 /// How often the engine's epoch advances. A guest call yields to the async runtime at
 /// each tick (so a spinning controller never holds a worker thread) and its deadline is
@@ -112,6 +113,8 @@ pub struct Runtime {
     listen: String,
     /// wasmtime's on-disk cache of compiled code (shared with the engine's config).
     cache: Option<Cache>,
+    /// The topics every controller's connections subscribe to.
+    pub(crate) hub: Arc<Hub>,
 }
 
 /// The compiled-code cache's settings from `WSHOST_CACHE_DIR`; `None` when it is "off".
@@ -172,6 +175,8 @@ impl Runtime {
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         bindings::add_timers_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        bindings::add_topics_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
 
         // The ticker holds only a weak reference, so it ends with the last engine clone.
         let weak = engine.weak();
@@ -191,6 +196,7 @@ impl Runtime {
             linker: Arc::new(linker),
             listen,
             cache,
+            hub: Arc::new(Hub::new()),
         })
     }
 
@@ -247,12 +253,19 @@ impl Runtime {
                 ..ServerParams::default()
             },
         };
-        let loaded = Loaded::new(name, spec.wasm.clone(), pre, init, spec.sandbox.clone())
-            .map_err(|e| LoadError::World {
-                name: spec.name.clone(),
-                path: spec.wasm.clone(),
-                detail: format!("{e:#}"),
-            })?;
+        let loaded = Loaded::new(
+            name,
+            spec.wasm.clone(),
+            pre,
+            init,
+            spec.sandbox.clone(),
+            self.hub.clone(),
+        )
+        .map_err(|e| LoadError::World {
+            name: spec.name.clone(),
+            path: spec.wasm.clone(),
+            detail: format!("{e:#}"),
+        })?;
         let started = std::time::Instant::now();
         self.trial_instantiate(&loaded).await?;
         let cost = LoadCost {

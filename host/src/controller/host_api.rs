@@ -1,6 +1,6 @@
 //! The `host` interface as seen by guests: `send`, `close`, `broadcast`,
 //! `connections`, `info` and `log` (whose text is escaped: a guest cannot forge a log
-//! line).
+//! line); and the `topics` interface, a thin layer over the process's [`Hub`].
 //!
 //! Every function here runs inside an export call on the controller's actor task, so it
 //! has the connection table to itself. None of them waits: sends go onto bounded
@@ -10,11 +10,16 @@
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::bindings::{Host, LogLevel, SendError, TypesHost, WitConnectionInfo, WitMessage};
+use super::actor::TOPIC_ATTRIBUTE;
+use super::bindings::{
+    Host, LogLevel, SendError, TopicsHost, TypesHost, WitConnectionInfo, WitMessage, WitPresence,
+    WitTopicError,
+};
 use super::stdio::escape_controls;
 use super::store::HostState;
 use super::{ConnectionId, Outbound, QueueError};
 use crate::request::CloseReason;
+use crate::topics::{Hub, TopicError};
 
 /// Longest close reason RFC 6455 allows (125-byte control payload minus the code).
 const MAX_CLOSE_REASON: usize = 123;
@@ -53,6 +58,7 @@ impl Host for HostState {
             1000
         };
         entry.closing = true;
+        self.hub.leave_all(conn);
         let reason = truncate_at_char_boundary(reason, MAX_CLOSE_REASON);
         let _ = entry
             .outbound
@@ -62,6 +68,12 @@ impl Host for HostState {
     fn broadcast(&mut self, msg: WitMessage, exclude: Option<ConnectionId>) -> u32 {
         // One copy out of guest memory; each queue gets a reference-counted clone.
         let message = to_ws(msg);
+        if let Some(topic) = self
+            .calling_entry()
+            .and_then(|e| e.info.attributes.get(TOPIC_ATTRIBUTE))
+        {
+            return self.hub.publish(topic, &message, exclude);
+        }
         let mut queued = 0;
         for (id, entry) in &self.conns {
             if Some(*id) == exclude || entry.closing {
@@ -121,6 +133,45 @@ impl Host for HostState {
         match self.calling_span() {
             Some(span) => span.in_scope(emit),
             None => emit(),
+        }
+    }
+}
+
+impl TopicsHost for HostState {
+    fn subscribe(&mut self, conn: ConnectionId, topic: String) -> Result<(), WitTopicError> {
+        let entry = self
+            .conns
+            .get(&conn)
+            .filter(|e| !e.closing)
+            .ok_or(WitTopicError::NotOpen)?;
+        let user = entry.info.attributes.get("user");
+        Hub::subscribe(&self.hub, conn, &entry.outbound, user, &topic).map_err(|e| match e {
+            TopicError::InvalidTopic => WitTopicError::InvalidTopic,
+            TopicError::TooManyTopics => WitTopicError::TooManyTopics,
+        })
+    }
+
+    fn unsubscribe(&mut self, conn: ConnectionId, topic: String) -> bool {
+        // Only this controller's connections: ids are not capabilities across controllers.
+        self.conns.contains_key(&conn) && self.hub.unsubscribe(conn, &topic)
+    }
+
+    fn subscriptions(&mut self, conn: ConnectionId) -> Vec<String> {
+        if !self.conns.contains_key(&conn) {
+            return Vec::new();
+        }
+        self.hub.subscriptions(conn)
+    }
+
+    fn publish(&mut self, topic: String, msg: WitMessage, exclude: Option<ConnectionId>) -> u32 {
+        self.hub.publish(&topic, &to_ws(msg), exclude)
+    }
+
+    fn presence(&mut self, topic: String) -> WitPresence {
+        let presence = self.hub.presence(&topic);
+        WitPresence {
+            connections: presence.connections,
+            users: presence.users,
         }
     }
 }

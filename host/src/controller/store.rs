@@ -20,6 +20,7 @@ use super::stdio::{GuestOutput, Stream};
 use super::timers::Timers;
 use super::{ConnectionId, ConnectionInfo, OutboundHandle};
 use crate::limits::Sandbox;
+use crate::topics::Hub;
 
 /// Store data of one controller instance.
 pub(crate) struct HostState {
@@ -38,9 +39,11 @@ pub(crate) struct HostState {
     /// The connection whose event the current call handles (0: none), shared with the
     /// guest's stdout/stderr so their lines name it.
     calling: Arc<AtomicU64>,
-    /// The span of the connection whose `on-close` (and `on-last-close`) is running: it
-    /// has left the table by then.
-    pub(crate) leaving: Option<tracing::Span>,
+    /// The connection whose `on-close` (and `on-last-close`) is running: it has left
+    /// the table by then, but its span and `topic` still apply to the call.
+    pub(crate) leaving: Option<ConnEntry>,
+    /// The process's topics.
+    pub(crate) hub: Arc<Hub>,
 }
 
 /// One connection as the controller sees it.
@@ -71,7 +74,7 @@ impl HostState {
     /// Fresh state with the WASI sandbox: no files, no environment, no network, guest
     /// stdout/stderr to the log; memories and tables within `sandbox.memory_bytes`,
     /// at most `sandbox.max_timers` timers.
-    pub(crate) fn new(name: Arc<str>, sandbox: &Sandbox) -> Self {
+    pub(crate) fn new(name: Arc<str>, sandbox: &Sandbox, hub: Arc<Hub>) -> Self {
         let calling = Arc::new(AtomicU64::new(0));
         let wasi = WasiCtxBuilder::new()
             .stdout(GuestOutput::new(
@@ -98,6 +101,7 @@ impl HostState {
             call: None,
             calling,
             leaving: None,
+            hub,
         }
     }
 
@@ -121,10 +125,15 @@ impl HostState {
     /// what the guest logs. (Calls do not enter it: entering a span per call costs more
     /// than the rest of a small message's handling, and most calls log nothing.)
     pub(crate) fn calling_span(&self) -> Option<&tracing::Span> {
+        self.calling_entry().map(|entry| &entry.span)
+    }
+
+    /// The connection whose event is being handled, if any (also during its `on-close`).
+    pub(crate) fn calling_entry(&self) -> Option<&ConnEntry> {
         let id = self.calling.load(Ordering::Relaxed);
         match self.conns.get(&id) {
-            Some(entry) => Some(&entry.span),
-            None if id != 0 => self.leaving.as_ref(),
+            Some(entry) => Some(entry),
+            None if id != 0 => self.leaving.as_ref().filter(|e| e.info.id == id),
             None => None,
         }
     }
@@ -165,7 +174,7 @@ mod tests {
             max_timers: 2,
             ..Sandbox::default()
         };
-        let mut state = HostState::new("t".into(), &sandbox);
+        let mut state = HostState::new("t".into(), &sandbox, Arc::default());
         let first = state.set_timer(10, false).unwrap();
         state.set_timer(10, true).unwrap();
         let error = state.set_timer(10, false).unwrap_err();

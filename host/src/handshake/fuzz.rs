@@ -206,6 +206,7 @@ fn route(pattern: Option<&str>, protocols: Vec<String>) -> Route {
         filters: Vec::new(),
         limits: std::sync::Arc::default(),
         max_connections: None,
+        topic: None,
     }
 }
 

@@ -9,6 +9,7 @@ mod bearer_audience;
 mod browser_chat;
 mod chat;
 mod close;
+mod cluster;
 mod compile_cache;
 mod config_errors;
 mod connection_info;

@@ -28,6 +28,12 @@ pub const MAX_TOPICS_PER_CONNECTION: usize = 256;
 /// Most `user` names one node shares per topic in its presence.
 pub const MAX_PRESENCE_USERS: usize = 100;
 
+/// Most other nodes remembered per topic.
+const MAX_REMOTE_NODES: usize = 1024;
+
+/// Longest node name accepted from another node.
+const MAX_NODE_NAME_BYTES: usize = 128;
+
 /// Why a subscription was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TopicError {
@@ -276,7 +282,12 @@ impl Hub {
             return Presence::default();
         };
         let mut connections = u32::try_from(entry.subscribers.len()).unwrap_or(u32::MAX);
-        let mut users: Vec<String> = entry.users.keys().map(|u| u.to_string()).collect();
+        let mut users: Vec<String> = entry
+            .users
+            .keys()
+            .take(MAX_PRESENCE_USERS)
+            .map(|u| u.to_string())
+            .collect();
         if let Some(timeout) = timeout {
             let now = Instant::now();
             for remote in entry.remote.values() {
@@ -327,6 +338,12 @@ impl Hub {
         };
         if connections == 0 {
             entry.remote.remove(node);
+            return;
+        }
+        if !entry.remote.contains_key(node)
+            && (entry.remote.len() >= MAX_REMOTE_NODES || node.len() > MAX_NODE_NAME_BYTES)
+        {
+            // What NATS brings is bounded too: a flood of made-up nodes costs nothing.
             return;
         }
         let mut users = users;

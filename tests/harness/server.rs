@@ -196,7 +196,7 @@ impl Server {
         Ok(server)
     }
 
-    /// Sends SIGTERM (or SIGINT) to the server process.
+    /// Sends signal `name` (`TERM`, `INT`, or `KILL` for a crash) to the server process.
     pub(crate) fn signal(&self, name: &str) -> Result<()> {
         let status = Command::new("kill")
             .arg(format!("-{name}"))

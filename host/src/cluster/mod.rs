@@ -96,8 +96,9 @@ pub(crate) struct Link {
     stats: Stats,
 }
 
-#[derive(Default)]
 struct Stats {
+    /// This node's name, for the log.
+    node: Arc<str>,
     dropped: AtomicU64,
     last_log: Mutex<Option<Instant>>,
 }
@@ -138,9 +139,11 @@ impl Stats {
             *last = Some(Instant::now());
             drop(last);
             tracing::warn!(
+                node = %self.node,
                 dropped,
                 reason = why.reason(),
-                "cluster messages dropped: they reached this node's subscribers only"
+                effect = "they reached this node's subscribers only",
+                "cluster messages dropped"
             );
         }
     }
@@ -208,7 +211,11 @@ pub async fn start(config: &ClusterConfig, hub: Arc<Hub>) -> Result<Cluster, Clu
         dirty: Mutex::new(HashSet::new()),
         wake: Notify::new(),
         presence_timeout: config.presence_timeout,
-        stats: Stats::default(),
+        stats: Stats {
+            node: node.clone(),
+            dropped: AtomicU64::new(0),
+            last_log: Mutex::new(None),
+        },
     });
     hub.attach(link.clone());
     let prefix = config.subject_prefix.clone();
@@ -230,7 +237,7 @@ pub async fn start(config: &ClusterConfig, hub: Arc<Hub>) -> Result<Cluster, Clu
         following: HashMap::new(),
     };
     let manager = tokio::spawn(manager.run(events_rx));
-    tracing::info!(node = %node, servers = ?config.servers, "cluster starting");
+    tracing::info!(node = %node, servers = %config.servers.join(", "), "cluster starting");
     Ok(Cluster {
         client,
         hub,
@@ -249,6 +256,10 @@ impl Cluster {
     /// Leaves the cluster: announces that this node has no subscribers anywhere (so the
     /// other nodes' presence drops it at once) and flushes what is buffered.
     pub async fn leave(self) {
+        // Connections that just closed made the manager announce their topics' new
+        // counts; let those go out (they are due within `COALESCE`).
+        tokio::time::sleep(COALESCE * 2).await;
+        // Topics whose subscribers were cut off at the shutdown deadline.
         for topic in self.hub.local_topics() {
             let subject = subject(&self.prefix, &topic, Kind::Presence);
             let payload = presence_payload(&self.node, 0, &[]);
@@ -478,10 +489,14 @@ impl Manager {
                 }
             }
             async_nats::Event::Disconnected => {
-                tracing::warn!(node = %self.node, "cluster disconnected: publications reach this node's subscribers only until NATS is back");
+                tracing::warn!(node = %self.node, effect = "publications reach this node's subscribers only until NATS is back", "cluster disconnected");
             }
             async_nats::Event::SlowConsumer(sid) => {
                 tracing::warn!(node = %self.node, sid, "cluster: a topic's NATS subscription fell behind; messages were dropped");
+            }
+            // Every failed reconnect attempt is a client error: not news at info.
+            other @ async_nats::Event::ClientError(_) => {
+                tracing::debug!(node = %self.node, event = %other, "cluster event");
             }
             other => tracing::info!(node = %self.node, event = %other, "cluster event"),
         }

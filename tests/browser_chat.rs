@@ -42,7 +42,7 @@ fn touched(wasm: &[u8]) -> Vec<u8> {
 async fn two_pages_chat_through_a_reload_and_a_restart() -> Result<()> {
     let page_dir = workspace_root().join("examples").join("chat").join("www");
     let routes = format!(
-        "static-dir = {:?}\n\n[[route]]\nname = \"chat\"\nmatch = \"/chat/*\"\nprotocols = [\"chat\"]\ncontroller = \"chat.wasm\"\nfilters = [{{ kind = \"query\", name = \"name\", attribute = \"user\" }}]\n",
+        "static-dir = {:?}\n\n[[route]]\nname = \"chat\"\nmatch = \"/chat/*\"\nprotocols = [\"chat\"]\ncontroller = \"chat.wasm\"\ntopic = \"chat/{{1}}\"\nfilters = [{{ kind = \"query\", name = \"name\", attribute = \"user\" }}]\n",
         page_dir.display().to_string()
     );
     let dir = RoutesDir::new(&routes)?;

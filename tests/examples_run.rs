@@ -1,6 +1,7 @@
 //! The shipped examples/routes.toml works: `wshost check` builds and compiles its
 //! controllers and prints its route table, and `wshost run` serves echo and chat from it,
-//! wherever cargo is told to put its build output (`CARGO_TARGET_DIR`).
+//! wherever cargo is told to put its build output (`CARGO_TARGET_DIR`); the cluster
+//! example's routes files check too.
 
 use anyhow::{Context, Result};
 
@@ -48,6 +49,44 @@ async fn check_accepts_the_examples_and_prints_their_routes() -> Result<()> {
             "route {name:?} missing from:\n{stdout}"
         );
     }
+    Ok(())
+}
+
+/// examples/cluster's three nodes pass `wshost check` (which does not need NATS) and, as
+/// its README says, differ only in `listen` and the cluster `name`.
+#[tokio::test]
+async fn check_accepts_the_cluster_examples() -> Result<()> {
+    let dir = workspace_root().join("examples").join("cluster");
+    let mut normalised = Vec::new();
+    for (node, port) in [("a", 23081), ("b", 23082), ("c", 23083)] {
+        let routes = dir.join(format!("node-{node}.toml"));
+        let output = check(&routes).await?;
+        assert!(
+            output.status.success(),
+            "wshost check {} failed:\n{}",
+            routes.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut table: toml::Table = std::fs::read_to_string(&routes)?.parse()?;
+        assert_eq!(
+            table
+                .remove("listen")
+                .and_then(|v| v.as_str().map(str::to_owned)),
+            Some(format!("127.0.0.1:{port}"))
+        );
+        let cluster = table
+            .get_mut("cluster")
+            .and_then(toml::Value::as_table_mut)
+            .context("no [cluster]")?;
+        assert_eq!(
+            cluster
+                .remove("name")
+                .and_then(|v| v.as_str().map(str::to_owned)),
+            Some(format!("node-{node}"))
+        );
+        normalised.push(table);
+    }
+    assert!(normalised.windows(2).all(|w| w[0] == w[1]));
     Ok(())
 }
 

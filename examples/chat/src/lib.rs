@@ -11,8 +11,9 @@
 //! publishes there explicitly: the same rooms, the same protocol.
 //!
 //! A member's name is the `user` attribute a request filter attached, or `anon-{id}`.
-//! - newcomer: `welcome {name}; {n} online` (n counts the room's subscribers on every
-//!   node, newcomer included); the room's others: `{name} joined`
+//! - newcomer: `welcome {name}; {n} online` (n counts the room's subscribers, newcomer
+//!   included, on every node this node has heard from: the first member of a room on a
+//!   node counts that node's only); the room's others: `{name} joined`
 //! - text `m` from a member: `{name}: m` to every other member of the room; binary is
 //!   forwarded as is
 //! - on leaving: `{name} left` to the remaining members of the room

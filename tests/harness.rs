@@ -1,7 +1,8 @@
 //! The one harness every integration test uses: it builds the guest controllers once per
 //! test process, writes routes.toml files into fresh temporary directories, runs the real
 //! `wshost` binary on port 0 and speaks to it through real sockets (WebSocket clients and
-//! raw HTTP); the cluster tests add a real NATS server.
+//! raw HTTP); the cluster tests add a real NATS server, the proxy tests real nginx and
+//! Apache httpd in front of it.
 //!
 //! Every network wait is bounded by [`HANG_GUARD`] so that a broken server fails a test
 //! instead of hanging the whole run. The bound is a hang guard, never a performance
@@ -15,6 +16,7 @@ mod http;
 mod nats;
 mod peers;
 mod probe;
+mod proxy;
 mod raw;
 mod routes;
 mod server;
@@ -29,6 +31,7 @@ pub(crate) use http::{HttpRequest, HttpResponse};
 pub(crate) use nats::Nats;
 pub(crate) use peers::{chromium, kosoku, python};
 pub(crate) use probe::{Closed, info_value, parse_closed, parse_info};
+pub(crate) use proxy::{CLIENT_IP, Proxy, ProxyKind, deploy_file, substitute};
 pub(crate) use raw::{RawPeer, opcode};
 pub(crate) use routes::{Route, RoutesDir, controller_toml, routes_toml};
 pub(crate) use server::{Server, check, wshost};

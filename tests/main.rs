@@ -6,6 +6,7 @@ mod harness;
 
 mod autobahn;
 mod bearer_audience;
+mod behind_a_proxy;
 mod browser_chat;
 mod chat;
 mod close;

@@ -1,12 +1,14 @@
 //! A WebSocket client with time-bounded receives and close helpers.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 
@@ -126,6 +128,55 @@ impl Client {
                 None | Some(Err(tungstenite::Error::ConnectionClosed)) => return Ok(()),
                 Some(Err(e)) => return Err(e).context("closing"),
                 Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Reads for `period`, answering the server's pings (the reads send the pongs), and
+    /// expects nothing else: no message, no end of the connection. Returns how many pings
+    /// came. The period is how long the connection stays idle, not a bound on the server.
+    pub(crate) async fn idle(&mut self, period: Duration) -> Result<usize> {
+        let deadline = tokio::time::Instant::now() + period;
+        let mut pings = 0;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return Ok(pings),
+                Ok(None) => bail!("the connection ended while idle, after {pings} pings"),
+                Ok(Some(Err(e))) => {
+                    return Err(e).context(format!("while idle, after {pings} pings"));
+                }
+                Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+                Ok(Some(Ok(other))) => {
+                    bail!("expected nothing but pings, got {}", describe(&other))
+                }
+            }
+        }
+    }
+
+    /// Expects the connection to end without a close frame (cut, e.g. by a proxy's idle
+    /// timeout), skipping pings; fails on a message or a close frame.
+    pub(crate) async fn expect_cut(&mut self) -> Result<()> {
+        loop {
+            let next = timeout(HANG_GUARD, self.ws.next())
+                .await
+                .context("the connection was not cut (hang guard)")?;
+            match next {
+                None
+                | Some(Err(
+                    tungstenite::Error::ConnectionClosed
+                    | tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+                )) => return Ok(()),
+                Some(Err(tungstenite::Error::Io(e)))
+                    if e.kind() == std::io::ErrorKind::ConnectionReset =>
+                {
+                    return Ok(());
+                }
+                Some(Err(e)) => return Err(e).context("expected the connection to be cut"),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(other)) => bail!(
+                    "expected the connection to be cut, got {}",
+                    describe(&other)
+                ),
             }
         }
     }

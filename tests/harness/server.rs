@@ -376,12 +376,20 @@ impl Server {
     /// Connects from loopback address `from` (any of 127.0.0.0/8), so that the server
     /// sees another client address.
     pub(crate) async fn connect_from(&self, from: IpAddr) -> Result<TcpStream> {
-        let socket = TcpSocket::new_v4()?;
-        socket.bind(SocketAddr::new(from, 0))?;
-        Ok(socket.connect(self.addr).await?)
+        Self::connect_to_from(self.addr, from).await
     }
 
-    async fn send_head_on(
+    /// Connects to `addr` from loopback address `from` (the server's, or a proxy's in
+    /// front of it).
+    pub(super) async fn connect_to_from(addr: SocketAddr, from: IpAddr) -> Result<TcpStream> {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(from, 0))?;
+        Ok(socket.connect(addr).await?)
+    }
+
+    /// Sends `request` on `tcp` and reads the response head byte by byte, so that nothing
+    /// after it is consumed.
+    pub(super) async fn send_head_on(
         mut tcp: TcpStream,
         request: &HttpRequest,
     ) -> Result<(TcpStream, Vec<u8>)> {

@@ -64,6 +64,10 @@ async fn generate_serve_and_reload(lang: &str, name: &str, source: &str) -> Resu
             break;
         }
         assert_eq!(welcome, format!("welcome to {name}"));
+        // The first client keeps talking meanwhile: the old version serves it during the
+        // rebuild, and it does not sit idle past the routes' idle timeout while a slow
+        // machine compiles.
+        assert_eq!(first.request("ping").await?, "ping");
         ensure!(
             tokio::time::Instant::now() < deadline,
             "never reloaded (startup guard):\n{}",

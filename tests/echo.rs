@@ -73,3 +73,19 @@ async fn one_mib_text_round_trips() -> Result<()> {
     assert!(back == text, "the 1 MiB text message came back altered");
     Ok(())
 }
+
+#[tokio::test]
+async fn json_logs_name_the_connection_of_its_events() -> Result<()> {
+    let (server, mut client) = echo_client().await?;
+    client.request("x").await?;
+    // The connection's own events name its span as parent without entering it: the JSON
+    // line still carries the connection's fields.
+    let open = server
+        .log_event("logging the open connection", |e| e["message"] == "open")
+        .await?;
+    assert_eq!(open["span"]["name"], "conn", "{open}");
+    assert!(open["span"]["conn_id"].is_u64(), "{open}");
+    assert_eq!(open["span"]["path"], "/echo", "{open}");
+    assert!(open["span"]["peer"].is_string(), "{open}");
+    Ok(())
+}

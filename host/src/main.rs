@@ -120,7 +120,7 @@ fn main() -> ExitCode {
             .with(
                 logs.json()
                     .flatten_event(true)
-                    .with_current_span(false)
+                    .with_current_span(true)
                     .with_span_list(true),
             )
             .init(),

@@ -11,8 +11,11 @@
 //! (f) opening + closing handshakes per second, (g) hot-reload latency and cold start
 //! with and without the compiled-code cache, (h) the chat controller in Rust, JavaScript
 //! and Python: size, compile and instantiate time, start with and without the cache,
-//! and the latency and server CPU of a relayed chat line.
+//! and the latency and server CPU of a relayed chat line, (i) fan-out through a topic:
+//! one publisher, 1,000 subscribers on one node (plain `broadcast`, then a `topic`
+//! route) and on each of 3 nodes that share the topic through NATS.
 
+mod fanout;
 mod load;
 mod report;
 mod servers;
@@ -54,6 +57,24 @@ fn main() -> Result<()> {
         let runtime = tokio::runtime::Runtime::new()?;
         let rate = runtime.block_on(load::broadcast(addr, 1_000, 20, 30))?;
         println!("{rate:.0} deliveries/s");
+        return Ok(());
+    }
+    if let Some(i) = args.iter().position(|a| a == "--load-fanout") {
+        // `--load-fanout ADDR[,ADDR...] SECS`: only figure (i) against running servers
+        // (1,000 subscribers on each, the publisher on the first).
+        let usage = "--load-fanout ADDR[,ADDR...] SECS";
+        let nodes = args.get(i + 1).context(usage)?.split(',');
+        let nodes = nodes.map(str::parse).collect::<Result<Vec<_>, _>>()?;
+        let secs = args.get(i + 2).context(usage)?.parse()?;
+        let runtime = tokio::runtime::Runtime::new()?;
+        let result = runtime.block_on(fanout::fan_out(
+            &nodes,
+            1_000,
+            Duration::from_secs(secs),
+            100,
+            &[],
+        ))?;
+        println!("{result:?}");
         return Ok(());
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -140,6 +161,14 @@ fn main() -> Result<()> {
         }
     }
 
+    // (i) fan-out through a topic.
+    for _ in 0..runs {
+        let paced = if quick { 50 } else { 200 };
+        for (name, r) in fan_out_figure(work.path(), &guests, secs, paced, &runtime)? {
+            add_fan_out(&mut report, name, &r);
+        }
+    }
+
     // (g) hot reload and cold start.
     for _ in 0..runs {
         let ms = runtime.block_on(reload_latency(&guests))?;
@@ -214,6 +243,110 @@ fn main() -> Result<()> {
     report.write(&out, started.elapsed())?;
     eprintln!("{}", std::fs::read_to_string(out.join("results.md"))?);
     Ok(())
+}
+
+/// Figure (i)'s rows for one run of one setup.
+fn add_fan_out(report: &mut Report, name: &str, r: &fanout::FanOut) {
+    report.add(Figure::FanOut, name, "deliveries/s", r.deliveries_per_s);
+    report.add(Figure::FanOutP50, name, "µs", r.p50_us);
+    report.add(Figure::FanOutP99, name, "µs", r.p99_us);
+    report.add(Figure::FanOutFirstLocal, name, "µs", r.first_local_p50_us);
+    if let Some(remote) = r.first_remote_p50_us {
+        report.add(Figure::FanOutFirstRemote, name, "µs", remote);
+    }
+    // Per delivery, µs: every server process; NATS (listed last when there);
+    // each wshost node per delivery it made itself, the publisher's node first.
+    let per = |cpu_s: f64, deliveries: f64| cpu_s / deliveries * 1e6;
+    let all = r.deliveries as f64;
+    let total: f64 = r.servers_cpu_s.iter().sum();
+    report.add(Figure::FanOutCpu, name, "µs", per(total, all));
+    let nodes = match &r.servers_cpu_s[..] {
+        [nodes @ .., nats] if !nodes.is_empty() => {
+            report.add(Figure::FanOutNatsCpu, name, "µs", per(*nats, all));
+            nodes
+        }
+        nodes => nodes,
+    };
+    let each = all / nodes.len() as f64;
+    let publisher = nodes[0];
+    report.add(Figure::FanOutNodeCpu, name, "µs", per(publisher, each));
+    if let Some(others) = nodes.get(1..).filter(|o| !o.is_empty()) {
+        let n = others.len() as f64;
+        let cpu: f64 = others.iter().sum::<f64>() / n;
+        report.add(Figure::FanOutOtherNodeCpu, name, "µs", per(cpu, each));
+    }
+    let client = per(r.client_cpu_s, all);
+    report.add(Figure::FanOutClientCpu, name, "µs", client);
+}
+
+/// Figure (i), one run: the chat controller fanning one publisher's messages out to
+/// 1,000 subscribers on one node with plain `broadcast`, then through a `topic` route,
+/// then to 1,000 on each of 3 nodes sharing the topic through a NATS server. Every
+/// process (NATS and the nodes) on core 0 with the other servers. The usage figures
+/// list the nodes, then NATS.
+fn fan_out_figure(
+    dir: &Path,
+    guests: &Guests,
+    secs: Duration,
+    paced: usize,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Vec<(&'static str, fanout::FanOut)>> {
+    let routes = |topic: bool, cluster: Option<(&str, &str)>| {
+        let mut toml = String::from(
+            "[limits]\n\
+             # 3,000 connections from one address, opened one after another.\n\
+             max-handshakes-per-address = 1000000\n\
+             # Every member hears every other member join: up to 3,000 notices queued at\n\
+             # once, more than the default 1,024 messages per connection.\n\
+             outbound-queue-messages = 16384\n\n\
+             [[route]]\n\
+             match = \"/chat/*\"\n\
+             protocols = [\"chat\"]\n",
+        );
+        if topic {
+            toml.push_str("topic = \"chat/{1}\"\n");
+        }
+        toml.push_str(&format!("controller = {:?}\n", guests.chat));
+        if let Some((url, name)) = cluster {
+            toml.push_str(&format!(
+                "\n[cluster]\nservers = [{url:?}]\nname = {name:?}\nrequired = true\n"
+            ));
+        }
+        toml
+    };
+    let mut results = Vec::new();
+    for (name, topic) in [
+        ("wshost, 1 node, broadcast", false),
+        ("wshost, 1 node, topic", true),
+    ] {
+        let file = dir.join("fan-out.toml");
+        std::fs::write(&file, routes(topic, None))?;
+        let server = servers::wshost(&file, None)?;
+        let pids = [server.pid()];
+        let r = runtime.block_on(fanout::fan_out(&[server.addr], 1_000, secs, paced, &pids))?;
+        results.push((name, r));
+    }
+    let nats = servers::nats()?;
+    let mut nodes = Vec::new();
+    for name in ["node-1", "node-2", "node-3"] {
+        let file = dir.join(format!("{name}.toml"));
+        std::fs::write(&file, routes(true, Some((&nats.url, name))))?;
+        nodes.push(servers::wshost(&file, None)?);
+    }
+    let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
+    let mut pids: Vec<u32> = nodes.iter().map(servers::Running::pid).collect();
+    pids.push(nats.pid());
+    let r = runtime.block_on(fanout::fan_out(&addrs, 1_000, secs, paced, &pids))?;
+    results.push(("wshost, 3 nodes + NATS", r));
+    for node in &nodes {
+        for line in node.stderr()?.lines() {
+            eprintln!("(i) node: {line}");
+        }
+    }
+    for line in nats.warnings()? {
+        eprintln!("(i) nats-server: {line}");
+    }
+    Ok(results)
 }
 
 /// The components the bench serves.

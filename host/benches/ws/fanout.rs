@@ -43,17 +43,30 @@ pub(crate) struct FanOut {
     /// Publish → deliver latency with one message in flight, over every delivery.
     pub(crate) p50_us: f64,
     pub(crate) p99_us: f64,
-    /// Publish → the first delivery on the publisher's node, p50 over the messages.
-    pub(crate) first_local_p50_us: f64,
+    /// Publish → the first delivery on the publisher's node, p50 over the messages
+    /// (when it has subscribers).
+    pub(crate) first_local_p50_us: Option<f64>,
     /// Publish → the first delivery on each other node, p50 over messages and nodes.
     pub(crate) first_remote_p50_us: Option<f64>,
     /// Deliveries during the throughput phase.
     pub(crate) deliveries: u64,
-    /// Each server process's CPU time during the throughput phase, in seconds, in the
-    /// order of `pids`.
-    pub(crate) servers_cpu_s: Vec<f64>,
+    /// Each wshost node during the throughput phase, in the order of `nodes`.
+    pub(crate) nodes: Vec<NodeUse>,
+    /// The NATS server's CPU time during the throughput phase, in seconds.
+    pub(crate) nats_cpu_s: Option<f64>,
     /// This client's CPU time during the throughput phase, in seconds.
     pub(crate) client_cpu_s: f64,
+}
+
+/// What one wshost node did and used during the throughput phase.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NodeUse {
+    /// Whether the publisher is connected to it.
+    pub(crate) publisher: bool,
+    /// Deliveries to its subscribers.
+    pub(crate) deliveries: u64,
+    /// Its CPU time, in seconds.
+    pub(crate) cpu_s: f64,
 }
 
 /// One recorded delivery: the subscriber's node (index), the message's sequence number,
@@ -64,8 +77,9 @@ type Sample = (usize, u64, u64);
 struct Tally {
     /// The clock that payloads' send times count from.
     epoch: Instant,
-    /// Data messages delivered, all subscribers together.
+    /// Data messages delivered, all subscribers together, and per node.
     delivered: AtomicU64,
+    per_node: Vec<AtomicU64>,
     /// Text messages (the chat's welcome and join notices) delivered.
     texts: AtomicU64,
     /// The marker being waited for, and how many subscribers got it.
@@ -100,6 +114,7 @@ impl Tally {
                         .unwrap_or_else(|p| p.into_inner())
                         .push((node, word(8), latency));
                 }
+                self.per_node[node].fetch_add(1, Ordering::Relaxed);
                 let n = self.delivered.fetch_add(1, Ordering::Relaxed) + 1;
                 if n >= self.delivered_target.load(Ordering::Relaxed) {
                     self.wake.notify_one();
@@ -147,21 +162,25 @@ impl Tally {
     }
 }
 
-/// Connects `per_node` subscribers to each of `nodes` and one publisher to the first,
-/// settles, then measures: rounds of [`BURST`] messages for `duration`, each round
-/// waiting until every subscriber has every message (deliveries/s, and what the server
-/// processes `pids` and this client used meanwhile), then `paced` messages one at a time, each
-/// waiting for all its deliveries (latency).
+/// Connects the subscribers (`nodes`: each node's address and how many) and one
+/// publisher (to `publisher`), settles, then measures: rounds of [`BURST`] messages for
+/// `duration`, each round waiting until every subscriber has every message
+/// (deliveries/s, and the CPU time of the nodes, whose processes are `pids`, of the NATS
+/// server `nats` and of this client), then `paced` messages one at a time, each waiting
+/// for all its deliveries (latency).
 pub(crate) async fn fan_out(
-    nodes: &[SocketAddr],
-    per_node: usize,
+    publisher: SocketAddr,
+    nodes: &[(SocketAddr, usize)],
     duration: Duration,
     paced: usize,
     pids: &[u32],
+    nats: Option<u32>,
 ) -> Result<FanOut> {
+    let local: Vec<bool> = nodes.iter().map(|(addr, _)| *addr == publisher).collect();
     let tally = Arc::new(Tally {
         epoch: Instant::now(),
         delivered: AtomicU64::new(0),
+        per_node: nodes.iter().map(|_| AtomicU64::new(0)).collect(),
         texts: AtomicU64::new(0),
         marker: AtomicU64::new(0),
         marked: AtomicU64::new(0),
@@ -174,7 +193,7 @@ pub(crate) async fn fan_out(
     let mut tasks = Vec::new();
     // 100 handshakes at a time: each join makes every member so far hear about it, and a
     // handshake waits behind that work; one at a time, 3,000 took ~35 s.
-    for (node_index, &node) in nodes.iter().enumerate() {
+    for (node_index, &(node, per_node)) in nodes.iter().enumerate() {
         for batch in 0..per_node.div_ceil(100) {
             let n = (per_node - batch * 100).min(100);
             let connects = (0..n).map(|_| connect(node, "/chat/bench", Some("chat")));
@@ -195,8 +214,8 @@ pub(crate) async fn fan_out(
             }
         }
     }
-    let receivers = (nodes.len() * per_node) as u64;
-    let publisher = connect(nodes[0], "/chat/bench", Some("chat")).await?;
+    let receivers = nodes.iter().map(|(_, n)| *n as u64).sum::<u64>();
+    let publisher = connect(publisher, "/chat/bench", Some("chat")).await?;
     let (mut sink, mut inbox) = publisher.split();
     // The publisher is a member too: it hears the others join, and must read that.
     tasks.push(tokio::spawn(async move {
@@ -246,15 +265,17 @@ pub(crate) async fn fan_out(
     let mut sequence = 0u64;
     let mut expected = tally.delivered.load(Ordering::Relaxed);
     let first = expected;
-    let cpu = || -> Result<Vec<f64>> {
-        let mut all = pids
-            .iter()
-            .map(|&pid| cpu_seconds(pid))
-            .collect::<Result<Vec<_>>>()?;
-        all.push(cpu_seconds(std::process::id())?);
-        Ok(all)
+    // The nodes, then NATS if there, then this client.
+    let mut processes = pids.to_vec();
+    processes.extend(nats);
+    processes.push(std::process::id());
+    let cpu = || -> Result<Vec<f64>> { processes.iter().map(|&pid| cpu_seconds(pid)).collect() };
+    let counts = || -> Vec<u64> {
+        let per_node = tally.per_node.iter();
+        per_node.map(|n| n.load(Ordering::Relaxed)).collect()
     };
     let before = cpu()?;
+    let counted = counts();
     let started = Instant::now();
     while started.elapsed() < duration {
         for _ in 0..BURST {
@@ -278,6 +299,14 @@ pub(crate) async fn fan_out(
         .map(|(after, before)| after - before)
         .collect();
     let client_cpu_s = used.pop().unwrap_or_default();
+    let nats_cpu_s = nats.and_then(|_| used.pop());
+    let node_uses = (0..nodes.len())
+        .map(|i| NodeUse {
+            publisher: local[i],
+            deliveries: counts()[i] - counted[i],
+            cpu_s: used.get(i).copied().unwrap_or_default(),
+        })
+        .collect();
     let deliveries = expected - first;
 
     // Latency, one message in flight.
@@ -311,17 +340,20 @@ pub(crate) async fn fan_out(
             .and_modify(|l: &mut u64| *l = (*l).min(latency))
             .or_insert(latency);
     }
-    let (local, remote): (Vec<_>, Vec<_>) = firsts.iter().partition(|((node, _), _)| *node == 0);
-    let local: Vec<u64> = local.into_iter().map(|(_, l)| *l).collect();
-    let remote: Vec<u64> = remote.into_iter().map(|(_, l)| *l).collect();
+    let (on_local, on_remote): (Vec<_>, Vec<_>) =
+        firsts.iter().partition(|((node, _), _)| local[*node]);
+    let on_local: Vec<u64> = on_local.into_iter().map(|(_, l)| *l).collect();
+    let on_remote: Vec<u64> = on_remote.into_iter().map(|(_, l)| *l).collect();
+    let p50 = |ns: Vec<u64>| (!ns.is_empty()).then(|| percentile(ns, 0.50));
     Ok(FanOut {
         deliveries_per_s: deliveries as f64 / elapsed.as_secs_f64(),
         p50_us: percentile(all.clone(), 0.50),
         p99_us: percentile(all, 0.99),
-        first_local_p50_us: percentile(local, 0.50),
-        first_remote_p50_us: (!remote.is_empty()).then(|| percentile(remote, 0.50)),
+        first_local_p50_us: p50(on_local),
+        first_remote_p50_us: p50(on_remote),
         deliveries,
-        servers_cpu_s: used,
+        nodes: node_uses,
+        nats_cpu_s,
         client_cpu_s,
     })
 }

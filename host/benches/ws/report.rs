@@ -71,7 +71,7 @@ impl Figure {
             Self::FanOutCpu => "(i) server CPU per delivery (wshost nodes + NATS)",
             Self::FanOutNatsCpu => "(i) of which NATS",
             Self::FanOutNodeCpu => "(i) CPU per local delivery: the publisher's node",
-            Self::FanOutOtherNodeCpu => "(i) CPU per local delivery: each other node",
+            Self::FanOutOtherNodeCpu => "(i) CPU per local delivery: a node without the publisher",
             Self::FanOutClientCpu => "(i) client CPU per delivery (1 core: 1,000 to 3,000 sockets)",
         }
     }

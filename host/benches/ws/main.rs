@@ -13,7 +13,8 @@
 //! and Python: size, compile and instantiate time, start with and without the cache,
 //! and the latency and server CPU of a relayed chat line, (i) fan-out through a topic:
 //! one publisher, 1,000 subscribers on one node (plain `broadcast`, then a `topic`
-//! route) and on each of 3 nodes that share the topic through NATS.
+//! route), on each of 3 nodes that share the topic through NATS, and on a node the
+//! publisher is not on (needs `nats-server`).
 
 mod fanout;
 mod load;

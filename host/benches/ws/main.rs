@@ -11,8 +11,12 @@
 //! (f) opening + closing handshakes per second, (g) hot-reload latency and cold start
 //! with and without the compiled-code cache, (h) the chat controller in Rust, JavaScript
 //! and Python: size, compile and instantiate time, start with and without the cache,
-//! and the latency and server CPU of a relayed chat line.
+//! and the latency and server CPU of a relayed chat line, (i) fan-out through a topic:
+//! one publisher, 1,000 subscribers on one node (plain `broadcast`, then a `topic`
+//! route), on each of 3 nodes that share the topic through NATS, and on a node the
+//! publisher is not on (needs `nats-server`).
 
+mod fanout;
 mod load;
 mod report;
 mod servers;
@@ -54,6 +58,26 @@ fn main() -> Result<()> {
         let runtime = tokio::runtime::Runtime::new()?;
         let rate = runtime.block_on(load::broadcast(addr, 1_000, 20, 30))?;
         println!("{rate:.0} deliveries/s");
+        return Ok(());
+    }
+    if let Some(i) = args.iter().position(|a| a == "--load-fanout") {
+        // `--load-fanout ADDR[,ADDR...] SECS`: only figure (i) against running servers
+        // (1,000 subscribers on each, the publisher on the first).
+        let usage = "--load-fanout ADDR[,ADDR...] SECS";
+        let nodes = args.get(i + 1).context(usage)?.split(',');
+        let nodes = nodes.map(str::parse).collect::<Result<Vec<_>, _>>()?;
+        let secs = args.get(i + 2).context(usage)?.parse()?;
+        let runtime = tokio::runtime::Runtime::new()?;
+        let subscribers: Vec<_> = nodes.iter().map(|&addr| (addr, 1_000)).collect();
+        let result = runtime.block_on(fanout::fan_out(
+            nodes[0],
+            &subscribers,
+            Duration::from_secs(secs),
+            100,
+            &[],
+            None,
+        ))?;
+        println!("{result:?}");
         return Ok(());
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -140,6 +164,14 @@ fn main() -> Result<()> {
         }
     }
 
+    // (i) fan-out through a topic.
+    for _ in 0..runs {
+        let paced = if quick { 50 } else { 200 };
+        for (name, r) in fan_out_figure(work.path(), &guests, secs, paced, &runtime)? {
+            add_fan_out(&mut report, name, &r);
+        }
+    }
+
     // (g) hot reload and cold start.
     for _ in 0..runs {
         let ms = runtime.block_on(reload_latency(&guests))?;
@@ -214,6 +246,126 @@ fn main() -> Result<()> {
     report.write(&out, started.elapsed())?;
     eprintln!("{}", std::fs::read_to_string(out.join("results.md"))?);
     Ok(())
+}
+
+/// Figure (i)'s rows for one run of one setup.
+fn add_fan_out(report: &mut Report, name: &str, r: &fanout::FanOut) {
+    report.add(Figure::FanOut, name, "deliveries/s", r.deliveries_per_s);
+    report.add(Figure::FanOutP50, name, "µs", r.p50_us);
+    report.add(Figure::FanOutP99, name, "µs", r.p99_us);
+    if let Some(local) = r.first_local_p50_us {
+        report.add(Figure::FanOutFirstLocal, name, "µs", local);
+    }
+    if let Some(remote) = r.first_remote_p50_us {
+        report.add(Figure::FanOutFirstRemote, name, "µs", remote);
+    }
+    // CPU per delivery, µs: all server processes, NATS, then each node per delivery to
+    // its own subscribers.
+    let per = |cpu_s: f64, deliveries: u64| cpu_s / deliveries as f64 * 1e6;
+    let nats = r.nats_cpu_s.unwrap_or_default();
+    let total = r.nodes.iter().map(|n| n.cpu_s).sum::<f64>() + nats;
+    report.add(Figure::FanOutCpu, name, "µs", per(total, r.deliveries));
+    if r.nats_cpu_s.is_some() {
+        report.add(Figure::FanOutNatsCpu, name, "µs", per(nats, r.deliveries));
+    }
+    let serving = r.nodes.iter().filter(|n| n.deliveries > 0);
+    let (with, without): (Vec<&fanout::NodeUse>, Vec<_>) = serving.partition(|n| n.publisher);
+    for (figure, nodes) in [
+        (Figure::FanOutNodeCpu, with),
+        (Figure::FanOutOtherNodeCpu, without),
+    ] {
+        if !nodes.is_empty() {
+            let each = nodes.iter().map(|n| per(n.cpu_s, n.deliveries));
+            report.add(figure, name, "µs", each.sum::<f64>() / nodes.len() as f64);
+        }
+    }
+    let client = per(r.client_cpu_s, r.deliveries);
+    report.add(Figure::FanOutClientCpu, name, "µs", client);
+}
+
+/// Figure (i)'s routes: the chat controller on `/chat/*`, with `topic = "chat/{1}"` if
+/// `topic`, in the cluster of NATS server `url` as node `name` if given.
+fn fan_out_routes(chat: &Path, topic: bool, cluster: Option<(&str, &str)>) -> String {
+    let mut toml = String::from(
+        "[limits]\n\
+         # 3,000 connections from one address, opened 100 at a time.\n\
+         max-handshakes-per-address = 1000000\n\
+         # Every member hears every other member join: up to 3,000 notices queued at\n\
+         # once, more than the default 1,024 messages per connection.\n\
+         outbound-queue-messages = 16384\n\n\
+         [[route]]\n\
+         match = \"/chat/*\"\n\
+         protocols = [\"chat\"]\n",
+    );
+    if topic {
+        toml.push_str("topic = \"chat/{1}\"\n");
+    }
+    toml.push_str(&format!("controller = {:?}\n", chat.display().to_string()));
+    if let Some((url, name)) = cluster {
+        toml.push_str(&format!(
+            "\n[cluster]\nservers = [{url:?}]\nname = {name:?}\nrequired = true\n"
+        ));
+    }
+    toml
+}
+
+/// Figure (i), one run: the chat controller fanning one publisher's messages out to
+/// 1,000 subscribers on one node with plain `broadcast`, then through a `topic` route;
+/// then, with a NATS server, to 1,000 on each of 3 nodes (the publisher on the first),
+/// and to 1,000 on a node that the publisher is not on (2 nodes: the publisher alone on
+/// one, so that the other's fan-out runs beside no other busy node). Every process
+/// (NATS and the nodes) on core 0 with the other servers.
+fn fan_out_figure(
+    dir: &Path,
+    guests: &Guests,
+    secs: Duration,
+    paced: usize,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Vec<(&'static str, fanout::FanOut)>> {
+    let mut results = Vec::new();
+    for (name, topic) in [
+        ("wshost, 1 node, broadcast", false),
+        ("wshost, 1 node, topic", true),
+    ] {
+        let file = dir.join("fan-out.toml");
+        std::fs::write(&file, fan_out_routes(&guests.chat, topic, None))?;
+        let server = servers::wshost(&file, None)?;
+        let subscribers = [(server.addr, 1_000)];
+        let pids = [server.pid()];
+        let run = fanout::fan_out(server.addr, &subscribers, secs, paced, &pids, None);
+        results.push((name, runtime.block_on(run)?));
+    }
+    for (name, subscribers) in [
+        ("wshost, 3 nodes + NATS", &[1_000, 1_000, 1_000][..]),
+        ("wshost, 2 nodes + NATS, all remote", &[0, 1_000][..]),
+    ] {
+        let nats = servers::nats()?;
+        let mut nodes = Vec::new();
+        for i in 1..=subscribers.len() {
+            let name = format!("node-{i}");
+            let file = dir.join(format!("{name}.toml"));
+            let cluster = Some((nats.url.as_str(), name.as_str()));
+            std::fs::write(&file, fan_out_routes(&guests.chat, true, cluster))?;
+            nodes.push(servers::wshost(&file, None)?);
+        }
+        let addrs: Vec<_> = nodes
+            .iter()
+            .map(|n| n.addr)
+            .zip(subscribers.iter().copied())
+            .collect();
+        let pids: Vec<u32> = nodes.iter().map(servers::Running::pid).collect();
+        let run = fanout::fan_out(addrs[0].0, &addrs, secs, paced, &pids, Some(nats.pid()));
+        results.push((name, runtime.block_on(run)?));
+        for node in &nodes {
+            for line in node.stderr()?.lines() {
+                eprintln!("(i) {name}: node: {line}");
+            }
+        }
+        for line in nats.warnings()? {
+            eprintln!("(i) {name}: nats-server: {line}");
+        }
+    }
+    Ok(results)
 }
 
 /// The components the bench serves.

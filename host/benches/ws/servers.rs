@@ -1,17 +1,24 @@
 //! The servers under test, each a separate process pinned to core 0 and bound to
 //! 127.0.0.1 on a free port: wshost (release build) with the wasm controllers, a native
 //! tokio-tungstenite echo (this binary re-run with `--native-echo`), Node's `ws` and
-//! Python's `websockets`.
+//! Python's `websockets`; and, for figure (i), a NATS server (`nats-server`, also pinned
+//! to core 0) that several wshost nodes share.
 
-use std::io::{BufRead, BufReader};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// How long a server may take to print its listening line: the JavaScript and Python
+/// chat controllers compile for ~9 s without a cache.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A server process, killed when dropped.
 pub(crate) struct Running {
@@ -24,6 +31,9 @@ pub(crate) struct Running {
     /// How long from spawn to the listening line.
     pub(crate) started_in: Duration,
     child: Child,
+    /// Its stderr (an unnamed temporary file), for the error when it fails to start and
+    /// for its warnings afterwards.
+    stderr: File,
 }
 
 impl Running {
@@ -45,14 +55,46 @@ impl Running {
 impl Running {
     /// CPU time the process has used so far (user + system), in seconds.
     pub(crate) fn cpu_seconds(&self) -> Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // Fields after the `(comm)`, which may hold spaces: state is field 3, utime 14.
-        let rest = stat.rsplit_once(") ").context("malformed stat")?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-        // /proc counts in USER_HZ, which Linux fixes at 100 for user space.
-        Ok(ticks / 100.0)
+        cpu_seconds(self.child.id())
     }
+
+    /// Its process id (of the server itself: `taskset` execs it).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the process wrote to stderr so far (at `RUST_LOG=warn` for wshost: its
+    /// warnings and errors).
+    pub(crate) fn stderr(&self) -> Result<String> {
+        read_all(&self.stderr)
+    }
+}
+
+/// CPU time process `pid` has used so far (user + system), in seconds.
+pub(crate) fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the `(comm)`, which may hold spaces: state is field 3, utime 14.
+    let rest = stat.rsplit_once(") ").context("malformed stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // /proc counts in USER_HZ, which Linux fixes at 100 for user space.
+    Ok(ticks / 100.0)
+}
+
+/// The whole content of `file` (a process's stderr), from its start.
+fn read_all(file: &File) -> Result<String> {
+    let mut file = file.try_clone()?;
+    file.rewind()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The last lines of a process's stderr, for an error message.
+fn tail(file: &File) -> String {
+    let text = read_all(file).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
 }
 
 /// What `wshost check` reported for one controller.
@@ -107,6 +149,7 @@ fn spawn(
     env: &[(&str, &Path)],
 ) -> Result<Running> {
     let started = Instant::now();
+    let stderr = tempfile::tempfile()?;
     let mut child = Command::new("taskset")
         .args(["-c", "0"])
         .arg(program)
@@ -115,28 +158,53 @@ fn spawn(
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr.try_clone()?)
         .spawn()
         .with_context(|| format!("starting {name} ({})", program.display()))?;
     let stdout = child.stdout.take().expect("piped");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
+    let line = first_line(stdout, START_TIMEOUT);
     let started_in = started.elapsed();
-    let word = line.split_whitespace().last().unwrap_or_default();
-    let addr = match word.strip_prefix("ws://") {
-        Some(addr) => addr.parse()?,
-        None => match word.parse::<u16>() {
-            Ok(port) => SocketAddr::from(([127, 0, 0, 1], port)),
-            Err(_) => bail!("{name} printed {line:?} instead of its port"),
-        },
-    };
-    Ok(Running {
+    let running = |addr| Running {
         name,
         addr,
         echo_path,
         started_in,
         child,
-    })
+        stderr,
+    };
+    let Some(line) = line else {
+        let failed = running(SocketAddr::from(([127, 0, 0, 1], 0)));
+        bail!(
+            "{name} did not print its address within {START_TIMEOUT:?}; its stderr:\n{}",
+            tail(&failed.stderr)
+        );
+    };
+    let word = line.split_whitespace().last().unwrap_or_default();
+    let addr = match word.strip_prefix("ws://") {
+        Some(addr) => addr.parse()?,
+        None => match word.parse::<u16>() {
+            Ok(port) => SocketAddr::from(([127, 0, 0, 1], port)),
+            Err(_) => {
+                let failed = running(SocketAddr::from(([127, 0, 0, 1], 0)));
+                bail!(
+                    "{name} printed {line:?} instead of its port; its stderr:\n{}",
+                    tail(&failed.stderr)
+                );
+            }
+        },
+    };
+    Ok(running(addr))
+}
+
+/// The first line `from` gives within `timeout`; `None` if it ends or stays silent.
+fn first_line(from: impl Read + Send + 'static, timeout: Duration) -> Option<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = BufReader::new(from).read_line(&mut line);
+        let _ = tx.send(read.ok().filter(|n| *n > 0).map(|_| line));
+    });
+    rx.recv_timeout(timeout).ok().flatten()
 }
 
 /// wshost serving `routes` (echo on `/echo/*`, chat on `/chat/*`).
@@ -151,6 +219,85 @@ pub(crate) fn wshost(routes: &Path, cache_dir: Option<&Path>) -> Result<Running>
         &["run", routes, "--listen", "127.0.0.1:0"],
         &[("WSHOST_CACHE_DIR", &cache)],
     )
+}
+
+/// A `nats-server` process, killed when dropped.
+pub(crate) struct Nats {
+    /// Its client URL, `nats://127.0.0.1:PORT`.
+    pub(crate) url: String,
+    child: Child,
+    stderr: File,
+}
+
+impl Nats {
+    /// Its process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its warnings and errors so far (slow consumers, for one).
+    pub(crate) fn warnings(&self) -> Result<Vec<String>> {
+        Ok(read_all(&self.stderr)?
+            .lines()
+            .filter(|l| l.contains("[WRN]") || l.contains("[ERR]"))
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What to do when `nats-server` cannot start.
+const NATS_HINT: &str = "figure (i) needs a NATS server: install nats-server (Debian package \
+                         `nats-server`) or set NATS_SERVER to its path";
+
+/// Starts `nats-server` (from `PATH`, or `NATS_SERVER`) pinned to core 0 on 127.0.0.1
+/// and a port of its choosing, and waits until it says it is ready.
+pub(crate) fn nats() -> Result<Nats> {
+    let program = std::env::var_os("NATS_SERVER").unwrap_or_else(|| "nats-server".into());
+    let stderr = tempfile::tempfile()?;
+    let child = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(&program)
+        // `-p -1`: a random free port, which it logs.
+        .args(["-a", "127.0.0.1", "-p", "-1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr.try_clone()?)
+        .spawn()
+        .with_context(|| format!("cannot start `{}`; {NATS_HINT}", program.to_string_lossy()))?;
+    let mut nats = Nats {
+        url: String::new(),
+        child,
+        stderr,
+    };
+    // It logs `Listening for client connections on 127.0.0.1:PORT`, then `Server is
+    // ready`.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = read_all(&nats.stderr)?;
+        let port = log
+            .lines()
+            .find_map(|l| l.split_once("Listening for client connections on "))
+            .and_then(|(_, addr)| addr.trim().rsplit_once(':'))
+            .map(|(_, port)| port.to_owned());
+        if let (Some(port), true) = (port, log.contains("Server is ready")) {
+            nats.url = format!("nats://127.0.0.1:{port}");
+            return Ok(nats);
+        }
+        if let Some(status) = nats.child.try_wait()? {
+            bail!("nats-server exited ({status}) before it was ready; {NATS_HINT}:\n{log}");
+        }
+        if Instant::now() > deadline {
+            bail!("nats-server was not ready within 10 s; {NATS_HINT}:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The native tokio-tungstenite echo: the ceiling.

@@ -514,6 +514,7 @@ async fn a_slow_nats_never_blocks_a_controller() -> Result<()> {
     publisher.send_text("pub slow after").await?;
     assert_eq!(publisher.recv_text().await?, "published 1");
     let mut last = None;
+    let mut heard_there = 0;
     loop {
         let heard = there.recv_text().await?;
         if heard == "after" {
@@ -528,10 +529,14 @@ async fn a_slow_nats_never_blocks_a_controller() -> Result<()> {
             "node B heard {i} after {last:?}"
         );
         last = Some(i);
+        heard_there += 1;
     }
+    // How much a frozen NATS still absorbs (socket buffers) varies; what the node logged
+    // as dropped is missing on the other node.
+    let dropped = dropped["dropped"].as_u64().context("the dropped count")?;
     ensure!(
-        last.is_some_and(|l| l < MESSAGES - 1),
-        "node B heard every publication up to {last:?}: none was dropped"
+        dropped >= 1 && heard_there as u64 <= MESSAGES as u64 - dropped,
+        "node B heard {heard_there} of {MESSAGES} though node A dropped {dropped}"
     );
     Ok(())
 }

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::OwnedPermit;
 use tokio::time::Instant;
@@ -212,24 +212,6 @@ pub async fn run(
     let CloseReason { code, reason } = closed_with.unwrap_or(CloseReason::new(1006, ""));
     tracing::info!(parent: &span, code, reason, "closed");
     let _ = events.send(Event::Closed { id, code, reason }).await;
-    if let Ok(ws) = sink.reunite(stream) {
-        close_tls(ws).await;
-    }
-}
-
-/// Ends a TLS connection with its `close_notify` alert before the TCP FIN, as TLS
-/// requires: without it a client cannot tell the end from a truncation (rustls reports
-/// an error). Given little time, since the peer may not be reading; plain TCP needs
-/// nothing (dropping the socket sends the FIN).
-async fn close_tls(mut ws: WebSocketStream<Socket>) {
-    if ws.get_ref().is_tls() {
-        // Boxed: this runs once per TLS connection, and inline its timer would be part
-        // of every connection task's size.
-        let shutdown = Box::pin(async move {
-            let _ = ws.get_mut().shutdown().await;
-        });
-        let _ = tokio::time::timeout(FAIL_WRITE_TIMEOUT, shutdown).await;
-    }
 }
 
 /// The stream's next item, read only once the gate says reading can make progress (the

@@ -324,6 +324,8 @@ impl Server {
                 }
                 accepted = accept(&listener) => {
                     let (stream, peer) = accepted;
+                    // Here, not in the connection's task: see `upgrade` on borrowing it there.
+                    let _ = stream.set_nodelay(true);
                     let server = self.clone();
                     let id = server.next_id.fetch_add(1, Ordering::Relaxed);
                     let span = tracing::info_span!(
@@ -416,8 +418,11 @@ impl Server {
 
     /// Reads the request, admits it and switches protocols: what the connection's life
     /// needs, or `None` once the client was refused or left.
-    async fn upgrade(&self, mut tcp: TcpStream, peer: SocketAddr, id: u64) -> Option<Upgraded<'_>> {
-        let _ = tcp.set_nodelay(true);
+    ///
+    /// `tcp` is never borrowed here, only moved (into the [`Stream`], or into a local of
+    /// the path that refuses it): a borrowed local keeps its place in the task's state
+    /// after it was moved, and the task would then carry the socket twice.
+    async fn upgrade(&self, tcp: TcpStream, peer: SocketAddr, id: u64) -> Option<Upgraded<'_>> {
         let sockets = self.sockets.fetch_add(1, Ordering::AcqRel) + 1;
         let socket_slot = SocketSlot(self);
         let limits = &self.table().config;
@@ -436,6 +441,7 @@ impl Server {
                 // A TLS client could not read the answer before a TLS handshake, which a
                 // refused client must not cost: it is closed unanswered.
                 if self.tls.is_none() {
+                    let mut tcp = tcp;
                     // Boxed, like every path a connection takes only before its upgrade:
                     // inline, its state would be part of the task for the connection's
                     // whole life.
@@ -444,27 +450,33 @@ impl Server {
                 return None;
             }
         };
-        // One budget for the TLS handshake, if any, and the request head.
-        let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
-        let mut stream = match &self.tls {
-            None => Stream::Plain(tcp),
-            Some(tls) => {
-                // Boxed: the TLS handshake's state is large, and as an inline part of this
-                // task it would be part of the task's size for the connection's life.
-                let handshake = Box::pin(tls_handshake(tls, tcp, deadline));
-                Stream::Tls(Box::new(handshake.await?))
-            }
+        // One budget for the TLS handshake, if any, and the request head. (In a block, so
+        // that the deadline is no part of the task's state after it.)
+        let (mut stream, head) = {
+            let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
+            let mut stream = match &self.tls {
+                None => Stream::Plain(tcp),
+                Some(tls) => {
+                    // Boxed: the TLS handshake's state is large, and as an inline part of
+                    // this task it would be part of the task's size for the connection's
+                    // life.
+                    let handshake = Box::pin(tls_handshake(tls, tcp, deadline));
+                    Stream::Tls(Box::new(handshake.await?))
+                }
+            };
+            // Boxed: the request reader holds a read buffer, and as an inline part of this
+            // task it would stay allocated (part of the task's size) for the connection's
+            // life.
+            let head = tokio::time::timeout_at(
+                deadline,
+                Box::pin(handshake::read_request(
+                    &mut stream,
+                    limits.max_header_bytes,
+                )),
+            )
+            .await;
+            (stream, head)
         };
-        // Boxed: the request reader holds a read buffer, and as an inline part of this
-        // task it would stay allocated (part of the task's size) for the connection's life.
-        let head = tokio::time::timeout_at(
-            deadline,
-            Box::pin(handshake::read_request(
-                &mut stream,
-                limits.max_header_bytes,
-            )),
-        )
-        .await;
         let (request, rest) = match head {
             Err(_) => {
                 tracing::info!("dropped: no complete request within the handshake timeout");

@@ -41,6 +41,43 @@ pub enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+/// A TLS connection ends with its `close_notify` alert before the TCP FIN, as TLS
+/// requires: without it a client cannot tell the end from a truncation (rustls reports
+/// an error). Sent here, when the connection is dropped, rather than by an awaited
+/// shutdown at the end of the connection task: awaited, its state would be part of
+/// every connection task's size, TLS or not. Best effort, without waiting: the alert is
+/// a few dozen bytes, written only if the socket takes them at once (a peer that stopped
+/// reading gets the FIN alone). Rustls sends it once, so a stream that was shut down
+/// already sends nothing more.
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if let Self::Tls(tls) = self {
+            let (tcp, connection) = tls.get_mut();
+            connection.send_close_notify();
+            let mut socket = NonBlocking(tcp);
+            while connection.wants_write() {
+                match connection.write_tls(&mut socket) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Writes to a tokio socket without waiting (`WouldBlock` when it is full).
+struct NonBlocking<'a>(&'a TcpStream);
+
+impl io::Write for NonBlocking<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Calls `$method` on the inner stream of `$stream`, pinned.
 macro_rules! on_inner {
     ($stream:expr, $method:ident($($arg:expr),*)) => {

@@ -5,14 +5,28 @@
 //!
 //! Every case must be OK except the documented ones below; the counts per behaviour are
 //! written to `target/autobahn/summary.md` (docs/internals/conformance.md's table comes from there).
+//!
+//! Once more over TLS (`[tls]`): kosoku cannot speak `wss://` (it refuses the scheme), so
+//! it talks plain WebSocket to a relay in this test, which opens a TLS connection to
+//! wshost per case (tokio-rustls, trusting the test's own certificate authority) and
+//! copies bytes both ways, half-closes included. wshost's side is real TLS: the frames
+//! arrive in TLS records, in the pieces kosoku sent them. The same 301 cases run, with
+//! the same expectations (they add about 20 s to the suite).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls::ClientConfig;
 
-use crate::harness::{STARTUP_GUARD, Server, kosoku, workspace_root};
+use crate::harness::{
+    Route, RoutesDir, STARTUP_GUARD, Server, TestCa, guests, kosoku, routes_toml, tls_connect,
+    workspace_root,
+};
 
 /// Cases allowed to be something other than OK, with the behaviour and the reason.
 const EXPECTED: &[(&str, &str, &str)] = &[
@@ -40,16 +54,95 @@ const CASES: usize = 301;
 
 #[tokio::test]
 async fn the_autobahn_fuzzingclient_cases_pass_through_the_wasm_echo() -> Result<()> {
-    let kosoku = kosoku();
     let routes = workspace_root().join("examples").join("routes.toml");
     let server = Server::start_file(&routes).await?;
-    let reports = tempfile::tempdir()?;
-
     let url = format!("ws://{}/echo/autobahn", server.addr());
-    let run = tokio::process::Command::new(kosoku)
-        .args(["-m", "fuzzingclient", "-x", "12.*", "-x", "13.*", "-o"])
+    let cases = fuzzingclient(&url, &["12.*", "13.*"]).await?;
+    let (counts, unexpected) = judge(&cases);
+    write_summary(&counts)?;
+    assert!(
+        unexpected.is_empty(),
+        "cases not as documented:\n{unexpected}"
+    );
+    assert_eq!(cases.len(), CASES, "kosoku ran another set of cases");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_autobahn_cases_pass_over_tls() -> Result<()> {
+    let ca = TestCa::new("wshost autobahn CA")?;
+    let cert = ca.issue(1)?;
+    let routes = routes_toml(&[Route::to(&guests().echo).at("/echo/*")]);
+    let dir = RoutesDir::new(&format!(
+        "[tls]\ncert-file = \"cert.pem\"\nkey-file = \"key.pem\"\n{routes}"
+    ))?;
+    dir.write("cert.pem", cert.cert_pem.as_bytes())?;
+    dir.write("key.pem", cert.key_pem.as_bytes())?;
+    let server = Server::start_in(dir).await?;
+    assert!(server.is_tls());
+    let relay = Relay::start(server.addr(), ca.client()?).await?;
+    let url = format!("ws://{}/echo/autobahn", relay.addr);
+    let cases = fuzzingclient(&url, &["12.*", "13.*"]).await?;
+    let (counts, unexpected) = judge(&cases);
+    eprintln!("over TLS: {counts:?}");
+    assert!(
+        unexpected.is_empty(),
+        "cases not as documented over TLS:\n{unexpected}"
+    );
+    assert_eq!(cases.len(), CASES, "kosoku ran another set of cases");
+    Ok(())
+}
+
+/// Plain TCP in, TLS to wshost out: one TLS connection per accepted connection, bytes
+/// copied both ways until both sides have ended.
+struct Relay {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(server: SocketAddr, config: Arc<ClientConfig>) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            while let Ok((mut plain, _)) = listener.accept().await {
+                let config = config.clone();
+                tokio::spawn(async move {
+                    let _ = plain.set_nodelay(true);
+                    let Ok(tcp) = TcpStream::connect(server).await else {
+                        return;
+                    };
+                    let _ = tcp.set_nodelay(true);
+                    let Ok(mut tls) = tls_connect(tcp, config, "localhost").await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut plain, &mut tls).await;
+                });
+            }
+        });
+        Ok(Self { addr, task })
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Runs kosoku's fuzzingclient against `url` without the `excluded` cases; returns the
+/// cases of its report.
+async fn fuzzingclient(url: &str, excluded: &[&str]) -> Result<serde_json::Map<String, Value>> {
+    let reports = tempfile::tempdir()?;
+    let mut args = vec!["-m", "fuzzingclient"];
+    for case in excluded {
+        args.extend(["-x", case]);
+    }
+    let run = tokio::process::Command::new(kosoku())
+        .args(&args)
+        .arg("-o")
         .arg(reports.path())
-        .arg(&url)
+        .arg(url)
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
@@ -65,12 +158,17 @@ async fn the_autobahn_fuzzingclient_cases_pass_through_the_wasm_echo() -> Result
         )
     })?;
     let index: Value = serde_json::from_str(&index)?;
-    let cases = index
+    index
         .as_object()
         .and_then(|agents| agents.values().next())
         .and_then(Value::as_object)
-        .context("index.json has no agent")?;
+        .cloned()
+        .context("index.json has no agent")
+}
 
+/// The counts per (behavior, behaviorClose), and the cases that are neither OK nor as
+/// documented in [`EXPECTED`], one a line.
+fn judge(cases: &serde_json::Map<String, Value>) -> (BTreeMap<(String, String), usize>, String) {
     let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut unexpected = Vec::new();
     for (id, case) in cases {
@@ -86,14 +184,7 @@ async fn the_autobahn_fuzzingclient_cases_pass_through_the_wasm_echo() -> Result
             unexpected.push(format!("{id}: behavior {behavior}, close {close}"));
         }
     }
-    write_summary(&counts)?;
-    assert!(
-        unexpected.is_empty(),
-        "cases not as documented:\n{}",
-        unexpected.join("\n")
-    );
-    assert_eq!(cases.len(), CASES, "kosoku ran another set of cases");
-    Ok(())
+    (counts, unexpected.join("\n"))
 }
 
 /// Writes the counts per (behavior, behaviorClose) as a Markdown table.

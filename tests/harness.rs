@@ -1,8 +1,8 @@
 //! The one harness every integration test uses: it builds the guest controllers once per
 //! test process, writes routes.toml files into fresh temporary directories, runs the real
 //! `wshost` binary on port 0 and speaks to it through real sockets (WebSocket clients and
-//! raw HTTP); the cluster tests add a real NATS server, the proxy tests real nginx and
-//! Apache httpd in front of it.
+//! raw HTTP, over TLS with a certificate authority made in the test); the cluster tests
+//! add a real NATS server, the proxy tests real nginx and Apache httpd in front of it.
 //!
 //! Every network wait is bounded by [`HANG_GUARD`] so that a broken server fails a test
 //! instead of hanging the whole run. The bound is a hang guard, never a performance
@@ -20,6 +20,7 @@ mod proxy;
 mod raw;
 mod routes;
 mod server;
+mod tls;
 
 use std::path::Path;
 use std::time::Duration;
@@ -35,6 +36,7 @@ pub(crate) use proxy::{CLIENT_IP, Proxy, ProxyKind, deploy_file, substitute};
 pub(crate) use raw::{RawPeer, opcode};
 pub(crate) use routes::{Route, RoutesDir, controller_toml, routes_toml};
 pub(crate) use server::{Server, check, wshost};
+pub(crate) use tls::{ServerCert, TestCa, TlsClient, peer_certificate, tls_connect};
 
 /// Upper bound on any single wait for the server (a read, a handshake, a log line). A hang
 /// guard: a healthy server answers in milliseconds.

@@ -37,6 +37,7 @@ mod shutdown;
 mod static_files;
 mod subprotocol;
 mod timers;
+mod tls;
 mod token_command;
 mod token_privacy;
 mod topics;

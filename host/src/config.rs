@@ -27,6 +27,10 @@
 //!
 //! [cluster]                            # optional: topics across nodes (crate::cluster)
 //! servers = ["nats://127.0.0.1:4222"]
+//!
+//! [tls]                                # optional: wss:// (crate::tls)
+//! cert-file = "fullchain.pem"
+//! key-file = "privkey.pem"
 //! ```
 
 use std::collections::BTreeMap;
@@ -47,6 +51,8 @@ use crate::limits::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES_PER_ADDRESS, Limits, RawLimits, Sandbox,
 };
 use crate::pattern::PathPattern;
+use crate::tls::TlsConfig;
+use crate::tls::config::RawTls;
 use crate::topics::TopicTemplate;
 
 /// The address wshost listens on when routes.toml and the command line name none.
@@ -96,6 +102,9 @@ pub struct Config {
     pub static_dir: Option<PathBuf>,
     /// `[cluster]`: topics across nodes through NATS; `None` is a single node.
     pub cluster: Option<ClusterConfig>,
+    /// `[tls]`: the certificate and key clients connect with (`wss://`); `None` serves
+    /// plain `ws://`.
+    pub tls: Option<TlsConfig>,
 }
 
 /// A `[[filter]]` entry: a filter and the paths it applies to.
@@ -221,6 +230,7 @@ struct RawConfig {
     #[serde(default, rename = "route")]
     routes: Vec<Spanned<RawRoute>>,
     cluster: Option<Spanned<RawCluster>>,
+    tls: Option<Spanned<RawTls>>,
 }
 
 #[derive(Deserialize)]
@@ -262,6 +272,7 @@ impl RawConfig {
         "filter",
         "route",
         "cluster",
+        "tls",
     ];
 }
 
@@ -296,6 +307,7 @@ pub fn keys() -> Vec<(&'static str, &'static [&'static str])> {
         ("[limits]", RawLimits::KEYS),
         ("[[filter]]", &["match", "kind"][..]),
         ("[cluster]", RawCluster::KEYS),
+        ("[tls]", RawTls::KEYS),
     ];
     tables.extend_from_slice(crate::filter::KEYS);
     tables
@@ -640,6 +652,16 @@ impl Config {
             ),
         };
 
+        let tls = match &raw.tls {
+            None => None,
+            Some(table) => Some(
+                table
+                    .get_ref()
+                    .validate(table.span(), &base)
+                    .map_err(|(span, m)| at(span, m))?,
+            ),
+        };
+
         Ok(Self {
             path: path.to_owned(),
             listen,
@@ -664,6 +686,7 @@ impl Config {
             max_handshakes_per_address,
             static_dir,
             cluster,
+            tls,
         })
     }
 }
@@ -1070,6 +1093,7 @@ controller = "build/echo.wasm"
         );
         assert_eq!(sorted(RawRoute::KEYS), accepted_keys::<RawRoute>());
         assert_eq!(sorted(RawLimits::KEYS), accepted_keys::<RawLimits>());
+        assert_eq!(sorted(RawTls::KEYS), accepted_keys::<RawTls>());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! routes.toml. Beside [`handshake`], [`static_files`] answers plain requests that are
 //! not upgrades from the `static-dir`. [`topics`] holds the subscriptions of every
 //! connection to named topics, and [`cluster`] relays them to other nodes through NATS.
+//! With `[tls]`, [`tls`] terminates TLS on each accepted socket before the handshake.
 
 pub mod cluster;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod routing;
 pub mod server;
 pub mod socket;
 pub mod static_files;
+pub mod tls;
 pub mod topics;
 pub mod watch;
 

@@ -54,8 +54,9 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
-    /// Validate a routes.toml: parse it, build and compile every controller, check each
-    /// fits the controller world, and print the route table.
+    /// Validate a routes.toml: parse it, load its TLS certificate and key if any, build
+    /// and compile every controller, check each fits the controller world, and print the
+    /// route table.
     Check {
         /// The routes file.
         routes: PathBuf,
@@ -204,10 +205,11 @@ async fn run(routes: PathBuf, listen: Option<SocketAddr>, watch: bool) -> anyhow
             .context("cannot watch controller sources")?;
     }
     // The one line on stdout: scripts and tests read the bound port from it.
+    let scheme = if server.is_tls() { "wss" } else { "ws" };
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "wshost listening on ws://{bound}")?;
+    writeln!(stdout, "wshost listening on {scheme}://{bound}")?;
     stdout.flush()?;
-    tracing::info!(%bound, "listening");
+    tracing::info!(%bound, tls = server.is_tls(), "listening");
     // The first signal starts a graceful shutdown; a second one ends the process at once.
     let (first, stop) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
@@ -246,6 +248,14 @@ async fn check(routes: PathBuf, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("{} is valid; listen = {}", routes.display(), config.listen);
+    if let Some(tls) = &config.tls {
+        println!(
+            "tls: {} certificate(s) from {}, key from {}",
+            tls.pair.chain().len(),
+            tls.cert_file.display(),
+            tls.key_file.display()
+        );
+    }
     println!(
         "{:<16} {:>12} {:>12} {:>14} wasm",
         "controller", "bytes", "compile ms", "instantiate ms"
@@ -331,9 +341,17 @@ fn check_json(
             })
         })
         .collect();
+    let tls = config.tls.as_ref().map(|tls| {
+        serde_json::json!({
+            "cert_file": tls.cert_file,
+            "key_file": tls.key_file,
+            "chain": tls.pair.chain().len(),
+        })
+    });
     serde_json::json!({
         "routes_file": routes,
         "listen": config.listen.to_string(),
+        "tls": tls,
         "controllers": controllers,
         "routes": route_list,
         "filters": filters,

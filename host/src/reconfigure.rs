@@ -10,8 +10,9 @@
 //! and only then is any running actor told anything. A file that does not parse, or one
 //! of whose controllers fails to load, is refused with the error in the log, and the old
 //! configuration, controllers and `init` arguments all stay. Under `run --watch`, the
-//! sources of controllers a reload adds are watched too. `listen` and `[cluster]` cannot
-//! change without a restart (logged).
+//! sources of controllers a reload adds are watched too. `listen`, `[cluster]` and
+//! `[tls]`'s file names cannot change without a restart (logged); the files' contents
+//! are reloaded by [`crate::tls`] whenever they change.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -86,6 +87,17 @@ impl Server {
                 "`[cluster]` changes need a restart; the cluster keeps its old settings"
             );
             config.cluster = old.config.cluster.clone();
+        }
+        let same_tls = match (&config.tls, &old.config.tls) {
+            (None, None) => true,
+            (Some(new), Some(old)) => new.same_files(old),
+            _ => false,
+        };
+        if !same_tls {
+            tracing::warn!(
+                "`[tls]` changes need a restart; the old TLS settings stay (a change of the certificate files' contents is picked up without one)"
+            );
+            config.tls = old.config.tls.clone();
         }
 
         // Every new version is loaded and checked before anything running is told: a

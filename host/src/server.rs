@@ -19,6 +19,9 @@
 //! accept to close (handshakes included, so a flood of half-open requests is capped
 //! too), and each routed request against its route's `max-connections`; a request past
 //! either cap gets `503` with a short body and `Retry-After`.
+//!
+//! With `[tls]`, each socket's TLS handshake comes first, inside the same place in the
+//! caps and the same `handshake-timeout-ms` as its request head (see [`crate::tls`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -46,7 +49,8 @@ use crate::filter::{Check, ClientKey, Consumed, proxy};
 use crate::handshake::Accepted;
 use crate::limits::Limits;
 use crate::request::{Attributes, CloseReason, Rejection, Request};
-use crate::socket::{ReadGate, Socket};
+use crate::socket::{ReadGate, Socket, Stream};
+use crate::tls::{NotAccepted, Tls};
 use crate::{connection, handshake, static_files};
 
 /// A configured server with its controllers running.
@@ -82,6 +86,9 @@ pub struct Server {
     sources: Mutex<Option<controller::SourceWatcher>>,
     /// The connection to the other nodes (`[cluster]`), until shutdown leaves it.
     cluster: Mutex<Option<crate::cluster::Cluster>>,
+    /// `[tls]`: every socket's TLS handshake and the certificate it serves; `None`
+    /// serves plain `ws://`. Set at start: a routes.toml reload does not change it.
+    tls: Option<Tls>,
 }
 
 /// Why a server could not start.
@@ -219,6 +226,7 @@ impl Server {
             None => None,
         };
         let controllers = controller::start_all(&runtime, &config.controllers).await?;
+        let tls = config.tls.as_ref().map(Tls::start);
         let table = Table::new(&runtime, config, controllers);
         Ok(Arc::new(Self {
             routes_file: table.config.path.clone(),
@@ -235,7 +243,13 @@ impl Server {
             handshaking: Mutex::new(HashMap::new()),
             sources: Mutex::new(None),
             cluster: Mutex::new(cluster),
+            tls,
         }))
+    }
+
+    /// Whether clients connect with TLS (`wss://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The configuration the server runs now.
@@ -310,6 +324,8 @@ impl Server {
                 }
                 accepted = accept(&listener) => {
                     let (stream, peer) = accepted;
+                    // Here, not in the connection's task: see `upgrade` on borrowing it there.
+                    let _ = stream.set_nodelay(true);
                     let server = self.clone();
                     let id = server.next_id.fetch_add(1, Ordering::Relaxed);
                     let span = tracing::info_span!(
@@ -379,16 +395,12 @@ impl Server {
     /// echoed message (callgrind).
     async fn handle_client(
         self: Arc<Self>,
-        stream: TcpStream,
+        tcp: TcpStream,
         peer: SocketAddr,
         id: u64,
         span: tracing::Span,
     ) {
-        let Some(upgraded) = self
-            .upgrade(stream, peer, id)
-            .instrument(span.clone())
-            .await
-        else {
+        let Some(upgraded) = self.upgrade(tcp, peer, id).instrument(span.clone()).await else {
             return;
         };
         let Upgraded {
@@ -406,13 +418,11 @@ impl Server {
 
     /// Reads the request, admits it and switches protocols: what the connection's life
     /// needs, or `None` once the client was refused or left.
-    async fn upgrade(
-        &self,
-        mut stream: TcpStream,
-        peer: SocketAddr,
-        id: u64,
-    ) -> Option<Upgraded<'_>> {
-        let _ = stream.set_nodelay(true);
+    ///
+    /// `tcp` is never borrowed here, only moved (into the [`Stream`], or into a local of
+    /// the path that refuses it): a borrowed local keeps its place in the task's state
+    /// after it was moved, and the task would then carry the socket twice.
+    async fn upgrade(&self, tcp: TcpStream, peer: SocketAddr, id: u64) -> Option<Upgraded<'_>> {
         let sockets = self.sockets.fetch_add(1, Ordering::AcqRel) + 1;
         let socket_slot = SocketSlot(self);
         let limits = &self.table().config;
@@ -428,22 +438,45 @@ impl Server {
             Err(rejection) => {
                 tracing::info!(status = rejection.status, reason = %rejection.body, "refused at accept");
                 drop(socket_slot); // as below
-                // Boxed, like every path a connection takes only before its upgrade: inline,
-                // its state would be part of the task for the connection's whole life.
-                Box::pin(handshake::reject_unread(&mut stream, &rejection)).await;
+                // A TLS client could not read the answer before a TLS handshake, which a
+                // refused client must not cost: it is closed unanswered.
+                if self.tls.is_none() {
+                    let mut tcp = tcp;
+                    // Boxed, like every path a connection takes only before its upgrade:
+                    // inline, its state would be part of the task for the connection's
+                    // whole life.
+                    Box::pin(handshake::reject_unread(&mut tcp, &rejection)).await;
+                }
                 return None;
             }
         };
-        // Boxed: the request reader holds a read buffer, and as an inline part of this
-        // task it would stay allocated (part of the task's size) for the connection's life.
-        let head = tokio::time::timeout(
-            limits.handshake_timeout,
-            Box::pin(handshake::read_request(
-                &mut stream,
-                limits.max_header_bytes,
-            )),
-        )
-        .await;
+        // One budget for the TLS handshake, if any, and the request head. (In a block, so
+        // that the deadline is no part of the task's state after it.)
+        let (mut stream, head) = {
+            let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
+            let mut stream = match &self.tls {
+                None => Stream::Plain(tcp),
+                Some(tls) => {
+                    // Boxed: the TLS handshake's state is large, and as an inline part of
+                    // this task it would be part of the task's size for the connection's
+                    // life.
+                    let handshake = Box::pin(tls_handshake(tls, tcp, deadline));
+                    Stream::Tls(Box::new(handshake.await?))
+                }
+            };
+            // Boxed: the request reader holds a read buffer, and as an inline part of this
+            // task it would stay allocated (part of the task's size) for the connection's
+            // life.
+            let head = tokio::time::timeout_at(
+                deadline,
+                Box::pin(handshake::read_request(
+                    &mut stream,
+                    limits.max_header_bytes,
+                )),
+            )
+            .await;
+            (stream, head)
+        };
         let (request, rest) = match head {
             Err(_) => {
                 tracing::info!("dropped: no complete request within the handshake timeout");
@@ -674,6 +707,40 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
+        }
+    }
+}
+
+/// The TLS handshake of a socket that holds its handshake slot, by `deadline`; `None`
+/// once the client was dropped (logged at debug: a scanner or a client speaking plain
+/// HTTP is no event) or, speaking plain HTTP, told to use `wss://`.
+async fn tls_handshake(
+    tls: &Tls,
+    tcp: TcpStream,
+    deadline: tokio::time::Instant,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let accepted = tokio::time::timeout_at(deadline, tls.accept(tcp)).await;
+    match accepted {
+        Ok(Ok(stream)) => Some(stream),
+        Err(_) => {
+            tracing::info!("dropped: no TLS handshake within the handshake timeout");
+            None
+        }
+        Ok(Err(NotAccepted::Closed)) => None,
+        Ok(Err(NotAccepted::Handshake(error))) => {
+            tracing::debug!(%error, "dropped: TLS handshake failed");
+            None
+        }
+        Ok(Err(NotAccepted::NotTls(mut tcp))) => {
+            tracing::debug!("dropped: not TLS (plain HTTP to the TLS port?)");
+            let rejection = Rejection::new(
+                400,
+                "this port speaks TLS: connect with wss:// (or https://)",
+            );
+            // Within the handshake timeout too: the client may not be reading.
+            let answer = handshake::reject_unread(&mut tcp, &rejection);
+            let _ = tokio::time::timeout_at(deadline, answer).await;
+            None
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The upgraded TCP socket, as tungstenite reads and writes it, plus a [`ReadGate`] that
-//! tells the connection task whether reading could make progress.
+//! The upgraded socket, as tungstenite reads and writes it, plus a [`ReadGate`] that
+//! tells the connection task whether reading could make progress. The socket is a
+//! [`Stream`]: TCP, or TLS over TCP when routes.toml has `[tls]` (see [`crate::tls`]).
 //!
 //! Why: tungstenite zeroes its whole read buffer (8 KiB here) before every `read` of
 //! the socket, including the reads that find nothing. The connection task is woken for
@@ -13,6 +14,12 @@
 //! "drained" and so saves a `recv` that would only return `EAGAIN`. (A first version
 //! read with `try_read`, which lacks that, and paid one extra syscall per message:
 //! strace counted 25,278 `recvfrom`, 12,539 of them `EAGAIN`, for 12,739 messages.)
+//!
+//! The gate needs nothing of TCP: it relies only on `poll_read`'s contract (a pending
+//! read wakes the waker it was given when it can progress), which a TLS stream keeps
+//! too. [`Stream`] is an enum rather than a type parameter so that the handshake and
+//! connection code exist once; the TLS variant is boxed, so a plain connection pays one
+//! predictable branch per call and no memory (a unit test checks the size).
 
 use std::io;
 use std::pin::Pin;
@@ -23,10 +30,110 @@ use std::task::{Context, Poll, Wake, Waker};
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
-/// A connected TCP socket whose reads report to a [`ReadGate`].
+/// A client's connection: plain TCP, or TLS over TCP.
+pub enum Stream {
+    /// `ws://`.
+    Plain(TcpStream),
+    /// `wss://`; boxed, since the TLS state is large and plain connections should not
+    /// carry its size.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// A TLS connection ends with its `close_notify` alert before the TCP FIN, as TLS
+/// requires: without it a client cannot tell the end from a truncation (rustls reports
+/// an error). Sent here, when the connection is dropped, rather than by an awaited
+/// shutdown at the end of the connection task: awaited, its state would be part of
+/// every connection task's size, TLS or not. Best effort, without waiting: the alert is
+/// a few dozen bytes, written only if the socket takes them at once (a peer that stopped
+/// reading gets the FIN alone). Rustls sends it once, so a stream that was shut down
+/// already sends nothing more.
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if let Self::Tls(tls) = self {
+            let (tcp, connection) = tls.get_mut();
+            connection.send_close_notify();
+            let mut socket = NonBlocking(tcp);
+            while connection.wants_write() {
+                match connection.write_tls(&mut socket) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Writes to a tokio socket without waiting (`WouldBlock` when it is full).
+struct NonBlocking<'a>(&'a TcpStream);
+
+impl io::Write for NonBlocking<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Calls `$method` on the inner stream of `$stream`, pinned.
+macro_rules! on_inner {
+    ($stream:expr, $method:ident($($arg:expr),*)) => {
+        match $stream.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).$method($($arg),*),
+            Stream::Tls(tls) => Pin::new(&mut **tls).$method($($arg),*),
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        on_inner!(self, poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        on_inner!(self, poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        on_inner!(self, poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(tcp) => tcp.is_write_vectored(),
+            Self::Tls(tls) => tls.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        on_inner!(self, poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        on_inner!(self, poll_shutdown(cx))
+    }
+}
+
+/// A client's connection whose reads report to a [`ReadGate`].
 pub struct Socket {
-    tcp: TcpStream,
+    stream: Stream,
     signal: Arc<ReadSignal>,
     /// `signal` as a waker, handed to tokio for every read (made once).
     waker: Waker,
@@ -59,9 +166,9 @@ impl Wake for ReadSignal {
 }
 
 impl Socket {
-    /// Wraps `tcp`; the gate starts open, since bytes read with the request head may
+    /// Wraps `stream`; the gate starts open, since bytes read with the request head may
     /// already hold frames.
-    pub fn new(tcp: TcpStream) -> (Self, ReadGate) {
+    pub fn new(stream: Stream) -> (Self, ReadGate) {
         let signal = Arc::new(ReadSignal {
             drained: AtomicBool::new(false),
             readable: AtomicBool::new(false),
@@ -71,7 +178,19 @@ impl Socket {
         let gate = ReadGate {
             signal: signal.clone(),
         };
-        (Self { tcp, signal, waker }, gate)
+        (
+            Self {
+                stream,
+                signal,
+                waker,
+            },
+            gate,
+        )
+    }
+
+    /// Whether the connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
     }
 }
 
@@ -107,7 +226,7 @@ impl AsyncRead for Socket {
         // before it wakes the task.
         this.signal.task.register(cx.waker());
         this.signal.readable.store(false, Ordering::Release);
-        let read = Pin::new(&mut this.tcp).poll_read(&mut Context::from_waker(&this.waker), buf);
+        let read = Pin::new(&mut this.stream).poll_read(&mut Context::from_waker(&this.waker), buf);
         this.signal
             .drained
             .store(read.is_pending(), Ordering::Release);
@@ -121,7 +240,7 @@ impl AsyncWrite for Socket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -129,19 +248,19 @@ impl AsyncWrite for Socket {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        self.stream.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -156,7 +275,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (peer, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let (socket, gate) = Socket::new(accepted.unwrap().0);
+        let (socket, gate) = Socket::new(Stream::Plain(accepted.unwrap().0));
         (socket, gate, peer.unwrap())
     }
 
@@ -187,6 +306,14 @@ mod tests {
         let n = socket.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"hello");
         assert!(is_open(&gate), "open after a read that returned data");
+    }
+
+    #[test]
+    fn a_plain_stream_is_no_larger_than_its_tcp_socket() {
+        assert_eq!(
+            std::mem::size_of::<Stream>(),
+            std::mem::size_of::<TcpStream>()
+        );
     }
 
     #[tokio::test]

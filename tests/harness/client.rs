@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
@@ -14,20 +15,28 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::HANG_GUARD;
 
-/// A WebSocket client connection to the server under test.
-pub(crate) struct Client {
-    ws: WebSocketStream<TcpStream>,
+/// A WebSocket client connection to the server under test, over TCP (`ws://`) or, as
+/// `Client<TlsStream<TcpStream>>`, over TLS (`wss://`).
+pub(crate) struct Client<S = TcpStream> {
+    ws: WebSocketStream<S>,
 }
 
 impl Client {
-    /// Wraps a connection whose opening handshake is done.
-    pub(super) fn new(ws: WebSocketStream<TcpStream>) -> Self {
-        Self { ws }
-    }
-
     /// The client's own address, as the server sees it as the peer address.
     pub(crate) fn local_addr(&self) -> Result<SocketAddr> {
         Ok(self.ws.get_ref().local_addr()?)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// Wraps a connection whose opening handshake is done.
+    pub(super) fn new(ws: WebSocketStream<S>) -> Self {
+        Self { ws }
+    }
+
+    /// The connection under the WebSocket (e.g. to ask a TLS stream what it negotiated).
+    pub(crate) fn stream(&self) -> &S {
+        self.ws.get_ref()
     }
 
     /// Sends a text message.

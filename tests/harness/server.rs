@@ -52,6 +52,8 @@ pub(crate) async fn check(routes: &Path) -> Result<Output> {
 pub(crate) struct Server {
     child: Child,
     addr: SocketAddr,
+    /// The listening line said `wss://`.
+    tls: bool,
     log: watch::Receiver<String>,
     stderr_done: mpsc::Receiver<()>,
     _dir: Option<RoutesDir>,
@@ -166,6 +168,7 @@ impl Server {
         let mut server = Self {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: false,
             log,
             stderr_done,
             _dir: None,
@@ -186,10 +189,15 @@ impl Server {
                 server.log()
             ),
         };
-        let addr = line
-            .trim_end()
-            .strip_prefix("wshost listening on ws://")
-            .with_context(|| format!("unexpected first stdout line {line:?}"))?;
+        let listening = line.trim_end().strip_prefix("wshost listening on ");
+        let (tls, addr) = match listening {
+            Some(rest) => match rest.strip_prefix("wss://") {
+                Some(addr) => (true, addr),
+                None => (false, rest.strip_prefix("ws://").unwrap_or(rest)),
+            },
+            None => bail!("unexpected first stdout line {line:?}"),
+        };
+        server.tls = tls;
         server.addr = addr
             .parse()
             .with_context(|| format!("bad address in listening line {line:?}"))?;
@@ -304,6 +312,16 @@ impl Server {
     /// The address the server listens on.
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The directory of the server's routes.toml, when the harness made it.
+    pub(crate) fn dir(&self) -> Option<&Path> {
+        self._dir.as_ref().map(RoutesDir::path)
+    }
+
+    /// Whether the server said it listens for `wss://` rather than `ws://`.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// Opens a WebSocket connection to `path` (which may carry a query).

@@ -1,7 +1,8 @@
 //! The one harness every integration test uses: it builds the guest controllers once per
 //! test process, writes routes.toml files into fresh temporary directories, runs the real
 //! `wshost` binary on port 0 and speaks to it through real sockets (WebSocket clients and
-//! raw HTTP); the cluster tests add a real NATS server.
+//! raw HTTP); the cluster tests add a real NATS server, and the metrics tests a real HTTP
+//! client and a Prometheus text-format parser.
 //!
 //! Every network wait is bounded by [`HANG_GUARD`] so that a broken server fails a test
 //! instead of hanging the whole run. The bound is a hang guard, never a performance
@@ -12,6 +13,7 @@ mod client;
 mod guests;
 mod hostile;
 mod http;
+mod metrics;
 mod nats;
 mod peers;
 mod probe;
@@ -26,6 +28,7 @@ pub(crate) use auth::{SECRET, claims, fixture, hs256_with, jwt, now, unsigned};
 pub(crate) use client::Client;
 pub(crate) use guests::{Lang, chat, guests};
 pub(crate) use http::{HttpRequest, HttpResponse};
+pub(crate) use metrics::Scrape;
 pub(crate) use nats::Nats;
 pub(crate) use peers::{chromium, kosoku, python};
 pub(crate) use probe::{Closed, info_value, parse_closed, parse_info};

@@ -10,6 +10,8 @@
 //! routes.toml. Beside [`handshake`], [`static_files`] answers plain requests that are
 //! not upgrades from the `static-dir`. [`topics`] holds the subscriptions of every
 //! connection to named topics, and [`cluster`] relays them to other nodes through NATS.
+//! [`metrics`] counts what all of these do and serves it, with health checks, on a port
+//! of its own.
 
 pub mod cluster;
 pub mod config;
@@ -19,6 +21,7 @@ mod deadline;
 pub mod filter;
 pub mod handshake;
 pub mod limits;
+pub mod metrics;
 pub mod pattern;
 pub mod reconfigure;
 pub mod request;

@@ -10,8 +10,8 @@
 //! and only then is any running actor told anything. A file that does not parse, or one
 //! of whose controllers fails to load, is refused with the error in the log, and the old
 //! configuration, controllers and `init` arguments all stay. Under `run --watch`, the
-//! sources of controllers a reload adds are watched too. `listen` and `[cluster]` cannot
-//! change without a restart (logged).
+//! sources of controllers a reload adds are watched too. `listen`, `metrics` and
+//! `[cluster]` cannot change without a restart (logged).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -67,6 +67,9 @@ impl Server {
         let span = tracing::info_span!("routes_reload", file = %self.routes_file().display());
         let result =
             tracing::Instrument::instrument(self.reload_routes_inner(), span.clone()).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.routes_reloaded(result.is_ok());
+        }
         if let Err(error) = result {
             span.in_scope(|| tracing::error!(%error, "routes.toml refused; the old routes stay"));
         }
@@ -81,6 +84,10 @@ impl Server {
         }
         // The address actually bound, as controllers' `init` should see it.
         config.listen = old.config.listen;
+        if config.metrics != old.config.metrics {
+            tracing::warn!("`metrics` changes need a restart; the metrics stay where they are");
+            config.metrics = old.config.metrics;
+        }
         if config.cluster != old.config.cluster {
             tracing::warn!(
                 "`[cluster]` changes need a restart; the cluster keeps its old settings"
@@ -129,6 +136,9 @@ impl Server {
             .map(|r| r.name.clone())
             .collect();
         let routes = config.routes.len();
+        if let Some(metrics) = &self.metrics {
+            metrics.declare_routes(&config.routes);
+        }
         self.set_table(Table::new(&self.runtime, config, controllers));
         self.rewatch_sources();
         let mut closed = 0;

@@ -148,7 +148,8 @@ impl Report {
         let servers: Vec<&String> = self
             .order
             .iter()
-            .filter(|s| s.as_str() != "wshost, no cache" && s.as_str() != "wshost, cached")
+            // Variants of wshost (cache, metrics) have rows in the table, not bars here.
+            .filter(|s| !s.starts_with("wshost, "))
             .collect();
         let colors = ["#2b6cb0", "#718096", "#38a169", "#d69e2e", "#e53e3e"];
         let (w, h, left, bottom, top) = (760.0, 360.0, 60.0, 60.0, 40.0);

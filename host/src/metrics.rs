@@ -30,7 +30,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -40,7 +40,25 @@ use crate::request::Request;
 pub use controller::ControllerMeter;
 pub use traffic::{ConnMeter, Traffic};
 
+use controller::Instances;
 use traffic::{ROUTE_COUNTERS, Routes};
+
+/// The gauges per controller, computed from its running instances: name, help, and the
+/// value in `(timers, memory)`.
+type InstanceGauge = (&'static str, &'static str, fn((u64, u64)) -> u64);
+
+const INSTANCE_GAUGES: [InstanceGauge; 2] = [
+    (
+        "timers",
+        "Pending timers of a controller's running instances.",
+        |(timers, _)| timers,
+    ),
+    (
+        "instance_memory_bytes",
+        "Bytes of linear memory and table elements of a controller's running instances (what `memory-bytes` caps, per instance).",
+        |(_, memory)| memory,
+    ),
+];
 
 /// Every series wshost exports (without the `_total`, `_bucket`, `_sum` and `_count`
 /// suffixes the format adds), with its type and labels: what `docs/metrics.md` lists.
@@ -158,8 +176,6 @@ pub struct Metrics {
     restarts: Family<ControllerLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     routes_reloads: Family<ResultLabels, Counter>,
-    timers: Family<ControllerLabels, Gauge>,
-    memory: Family<ControllerLabels, Gauge>,
 }
 
 impl Metrics {
@@ -186,7 +202,7 @@ impl Metrics {
         let refusals = Family::default();
         registry.register(
             "refusals",
-            "Upgrade requests answered with an HTTP error, by the route they asked for (empty: none) and status",
+            "Requests answered with an HTTP error instead of an upgrade, by the route they asked for (empty: none) and status",
             refusals.clone(),
         );
         let calls = Family::new_with_constructor(call_histogram as fn() -> Histogram);
@@ -219,18 +235,6 @@ impl Metrics {
             "Reloads of routes.toml, applied (ok) or refused (failed)",
             routes_reloads.clone(),
         );
-        let timers = Family::default();
-        registry.register(
-            "timers",
-            "Pending timers of a controller's current instance",
-            timers.clone(),
-        );
-        let memory = Family::default();
-        registry.register(
-            "instance_memory_bytes",
-            "Bytes of linear memory and table elements of a controller's current instance (what `memory-bytes` caps)",
-            memory.clone(),
-        );
         Self {
             registry,
             phase: AtomicU8::new(Phase::Starting as u8),
@@ -241,8 +245,6 @@ impl Metrics {
             restarts,
             reloads,
             routes_reloads,
-            timers,
-            memory,
         }
     }
 
@@ -361,6 +363,7 @@ pub(crate) fn requested_route<'r>(routes: &'r [Route], request: &Request) -> Opt
 #[derive(Debug, Default)]
 struct Live {
     routes: Arc<Routes>,
+    instances: Instances,
     cluster: OnceLock<crate::cluster::Probe>,
 }
 
@@ -384,6 +387,15 @@ impl Collector for Live {
             for (route, _, totals) in &routes {
                 let labels = [("route", &**route)];
                 ConstCounter::new(value(totals)).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        let instances = self.instances.totals();
+        for (name, help, value) in INSTANCE_GAUGES {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (controller, totals) in &instances {
+                let labels = [("controller", controller.as_str())];
+                let value = i64::try_from(value(*totals)).unwrap_or(i64::MAX);
+                ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
             }
         }
         let Some(probe) = self.cluster.get() else {

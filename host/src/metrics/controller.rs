@@ -1,13 +1,14 @@
 //! The handles of one controller's series, held by its actor: made once, so a call into
-//! the guest costs a histogram observation and two gauge stores, no label lookup.
+//! the guest costs a histogram observation and two plain stores, no label lookup.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::{ControllerLabels, ExportLabels, Metrics};
+use super::{ExportLabels, Metrics};
 
 /// The exports whose calls are timed; `on-message` first, since it is by far the most
 /// frequent and [`ControllerMeter::called`] finds an export by a scan of this list.
@@ -31,24 +32,56 @@ pub struct ControllerMeter {
     /// Parallel to [`EXPORTS`]; made at an export's first call, so the exports a
     /// component lacks show no series.
     calls: [Option<Histogram>; EXPORTS.len()],
-    timers: Gauge,
-    memory: Gauge,
+    /// The current instance's timers and memory, listed for scrapes until the meter is
+    /// dropped.
+    instance: Arc<InstanceCells>,
+}
+
+/// The timers and memory of one actor's current instance, written by the actor alone
+/// (plain stores) and read by scrapes.
+#[derive(Debug, Default)]
+pub(super) struct InstanceCells {
+    pub(super) controller: String,
+    pub(super) timers: AtomicU64,
+    pub(super) memory: AtomicU64,
+}
+
+/// The instance cells of every running actor. Two actors of one name (a routes.toml
+/// reload that moved a controller to a new file, while the old one still serves its
+/// last connections) are summed: both instances exist.
+#[derive(Debug, Default)]
+pub(super) struct Instances(Mutex<Vec<Arc<InstanceCells>>>);
+
+impl Instances {
+    fn lock(&self) -> MutexGuard<'_, Vec<Arc<InstanceCells>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Each controller with the timers and memory of its running instances.
+    pub(super) fn totals(&self) -> BTreeMap<String, (u64, u64)> {
+        let mut totals = BTreeMap::new();
+        for cells in self.lock().iter() {
+            let total: &mut (u64, u64) = totals.entry(cells.controller.clone()).or_default();
+            total.0 += cells.timers.load(Ordering::Relaxed);
+            total.1 += cells.memory.load(Ordering::Relaxed);
+        }
+        totals
+    }
 }
 
 impl ControllerMeter {
     /// The handles of controller `name`'s series.
     pub fn new(metrics: Arc<Metrics>, name: &str) -> Self {
-        let labels = ControllerLabels {
+        let instance = Arc::new(InstanceCells {
             controller: name.to_owned(),
-        };
-        let timers = metrics.timers.get_or_create_owned(&labels);
-        let memory = metrics.memory.get_or_create_owned(&labels);
+            ..InstanceCells::default()
+        });
+        metrics.live.instances.lock().push(instance.clone());
         Self {
             metrics,
             name: name.to_owned(),
             calls: Default::default(),
-            timers,
-            memory,
+            instance,
         }
     }
 
@@ -80,15 +113,42 @@ impl ControllerMeter {
     /// The current instance has `timers` pending timers and `memory` bytes of memories
     /// and tables.
     pub fn instance(&self, timers: usize, memory: usize) {
-        self.timers.set(i64::try_from(timers).unwrap_or(i64::MAX));
-        self.memory.set(i64::try_from(memory).unwrap_or(i64::MAX));
+        self.instance.timers.store(timers as u64, Ordering::Relaxed);
+        self.instance.memory.store(memory as u64, Ordering::Relaxed);
     }
 }
 
-/// A controller whose actor has ended holds no instance: its gauges fall to zero (a
-/// controller of the same name that is still running sets them again at its next call).
+/// An actor that has ended holds no instance: it leaves the list.
 impl Drop for ControllerMeter {
     fn drop(&mut self) {
-        self.instance(0, 0);
+        self.metrics
+            .live
+            .instances
+            .lock()
+            .retain(|cells| !Arc::ptr_eq(cells, &self.instance));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instances_of_one_name_are_summed_until_their_actors_end() {
+        let metrics = Arc::new(Metrics::new());
+        let old = ControllerMeter::new(metrics.clone(), "chat");
+        let new = ControllerMeter::new(metrics.clone(), "chat");
+        let other = ControllerMeter::new(metrics.clone(), "echo");
+        old.instance(2, 1000);
+        new.instance(1, 500);
+        other.instance(0, 70);
+        let totals = metrics.live.instances.totals();
+        assert_eq!(totals["chat"], (3, 1500));
+        assert_eq!(totals["echo"], (0, 70));
+        drop(old);
+        drop(other);
+        let totals = metrics.live.instances.totals();
+        assert_eq!(totals["chat"], (1, 500));
+        assert!(!totals.contains_key("echo"), "{totals:?}");
     }
 }

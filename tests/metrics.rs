@@ -12,8 +12,8 @@
 use anyhow::{Result, ensure};
 
 use crate::harness::{
-    HttpRequest, Nats, Route, RoutesDir, Scrape, Server, check, controller_toml, guests,
-    routes_toml, wshost,
+    HANG_GUARD, HttpRequest, Nats, Route, RoutesDir, Scrape, Server, check, controller_toml,
+    guests, routes_toml, wshost,
 };
 
 /// Listens for metrics on a free port.
@@ -288,8 +288,11 @@ async fn the_clusters_nats_state_shows() -> Result<()> {
             e["message"] == "cluster connected"
         })
         .await?;
-    let scrape = server.scrape().await?;
-    assert_eq!(scrape.value("wshost_cluster_connected", &[])?, 1.0);
+    let scrape = server
+        .scrape_until("the cluster connected", |s| {
+            Ok(s.value("wshost_cluster_connected", &[])? == 1.0)
+        })
+        .await?;
     assert_eq!(scrape.value("wshost_cluster_topics_followed", &[])?, 0.0);
 
     let (mut probe, _) = server.connect_probe("/probe").await?;
@@ -306,8 +309,11 @@ async fn the_clusters_nats_state_shows() -> Result<()> {
             e["message"] == "cluster disconnected"
         })
         .await?;
-    let scrape = server.scrape().await?;
-    assert_eq!(scrape.value("wshost_cluster_connected", &[])?, 0.0);
+    server
+        .scrape_until("the cluster disconnected", |s| {
+            Ok(s.value("wshost_cluster_connected", &[])? == 0.0)
+        })
+        .await?;
     // The probe is subscribed itself, so it hears its publication before the reply.
     probe.send_text("pub room hi").await?;
     assert_eq!(probe.recv_text().await?, "hi");
@@ -334,8 +340,24 @@ async fn readyz_turns_503_when_a_graceful_shutdown_begins() -> Result<()> {
         routes_toml(&[Route::to(&guests().lifecycle_v1).at("/life/*")])
     );
     let server = Server::start(&routes).await?;
-    let ready = server.metrics_request("GET", "/readyz").await?;
-    assert_eq!((ready.status, ready.body.as_str()), (200, "ready\n"));
+    // Ready once the server accepts connections, a moment after its listening line.
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    loop {
+        let ready = server.metrics_request("GET", "/readyz").await?;
+        if ready.status == 200 {
+            assert_eq!(ready.body, "ready\n");
+            break;
+        }
+        assert_eq!(
+            (ready.status, ready.body.as_str()),
+            (503, "starting: loading controllers\n")
+        );
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never answered 200 (hang guard)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let alive = server.metrics_request("GET", "/healthz").await?;
     assert_eq!((alive.status, alive.body.as_str()), (200, "ok\n"));
 

@@ -2,7 +2,8 @@
 //! test process, writes routes.toml files into fresh temporary directories, runs the real
 //! `wshost` binary on port 0 and speaks to it through real sockets (WebSocket clients and
 //! raw HTTP, over TLS with a certificate authority made in the test); the cluster tests
-//! add a real NATS server, the proxy tests real nginx and Apache httpd in front of it.
+//! add a real NATS server, the proxy tests real nginx and Apache httpd in front of it,
+//! and the metrics tests a real HTTP client and a Prometheus text-format parser.
 //!
 //! Every network wait is bounded by [`HANG_GUARD`] so that a broken server fails a test
 //! instead of hanging the whole run. The bound is a hang guard, never a performance
@@ -13,6 +14,7 @@ mod client;
 mod guests;
 mod hostile;
 mod http;
+mod metrics;
 mod nats;
 mod peers;
 mod probe;
@@ -29,6 +31,7 @@ pub(crate) use auth::{SECRET, claims, fixture, hs256_with, jwt, now, unsigned};
 pub(crate) use client::Client;
 pub(crate) use guests::{Lang, chat, guests};
 pub(crate) use http::{HttpRequest, HttpResponse};
+pub(crate) use metrics::Scrape;
 pub(crate) use nats::Nats;
 pub(crate) use peers::{chromium, kosoku, python};
 pub(crate) use probe::{Closed, info_value, parse_closed, parse_info};

@@ -27,6 +27,7 @@ mod hot_reload;
 mod http_errors;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod new_project;
 mod path_normalisation;
 mod request_limits;

@@ -12,6 +12,8 @@
 //! static-dir = "www"                   # default none: only WebSocket routes are served;
 //!                                      # an existing directory whose files answer plain
 //!                                      # GET/HEAD requests to paths no route matches
+//! metrics = "127.0.0.1:9090"           # default none: no metrics listener; else its own
+//!                                      # `ip:port` for /metrics, /healthz, /readyz
 //!
 //! [controllers.echo]                   # optional: a named controller
 //! wasm = "{cargo-target-dir}/wasm32-wasip2/release/echo.wasm"  # or a plain path
@@ -105,6 +107,9 @@ pub struct Config {
     /// `[tls]`: the certificate and key clients connect with (`wss://`); `None` serves
     /// plain `ws://`.
     pub tls: Option<TlsConfig>,
+    /// `metrics`: where the metrics and health listener ([`crate::metrics`]) listens;
+    /// `None` (the default) counts nothing and opens no port.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A `[[filter]]` entry: a filter and the paths it applies to.
@@ -220,6 +225,7 @@ struct RawConfig {
     handshake_timeout_ms: Option<Spanned<u64>>,
     shutdown_timeout_ms: Option<u64>,
     static_dir: Option<Spanned<String>>,
+    metrics: Option<Spanned<String>>,
     limits: Option<Spanned<RawLimits>>,
     #[serde(default)]
     controllers: BTreeMap<String, Spanned<RawController>>,
@@ -266,6 +272,7 @@ impl RawConfig {
         "handshake-timeout-ms",
         "shutdown-timeout-ms",
         "static-dir",
+        "metrics",
         "limits",
         "controllers",
         "filters",
@@ -363,6 +370,14 @@ impl Config {
                     ),
                 )
             })?,
+        };
+
+        let metrics = match &raw.metrics {
+            None => None,
+            Some(m) => Some(
+                metrics_addr(m.get_ref(), listen)
+                    .map_err(|why| at(m.span(), format!("`metrics`: `{}` {why}", m.get_ref())))?,
+            ),
         };
 
         let static_dir =
@@ -687,8 +702,23 @@ impl Config {
             static_dir,
             cluster,
             tls,
+            metrics,
         })
     }
+}
+
+/// The `metrics` address `value`, or why it cannot be used: it must be an `ip:port` of
+/// its own, so the metrics are never served on the WebSocket port.
+fn metrics_addr(value: &str, listen: SocketAddr) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = value
+        .parse()
+        .map_err(|e| format!("is not an `ip:port` address: {e}"))?;
+    if addr == listen && addr.port() != 0 {
+        return Err(
+            "is the WebSocket `listen` address; give the metrics a port of their own".to_owned(),
+        );
+    }
+    Ok(addr)
 }
 
 /// The canonical path of the `static-dir` value `dir` (relative to `base`), or why it
@@ -963,6 +993,27 @@ controller = "build/echo.wasm"
     fn default_listen_address() {
         let c = parse("[[route]]\ncontroller = \"a.wasm\"\n").unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn metrics_is_off_by_default_and_an_address_of_its_own() {
+        let route = "[[route]]\ncontroller = \"a.wasm\"\n";
+        assert_eq!(parse(route).unwrap().metrics, None);
+        let c = parse(&format!("metrics = \"127.0.0.1:9090\"\n{route}")).unwrap();
+        assert_eq!(c.metrics, Some("127.0.0.1:9090".parse().unwrap()));
+        // Port 0 twice is two ports.
+        let text = format!("listen = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\n{route}");
+        assert!(parse(&text).is_ok());
+        for (value, why) in [
+            ("9090", "is not an `ip:port` address"),
+            ("localhost:9090", "is not an `ip:port` address"),
+            (DEFAULT_LISTEN, "is the WebSocket `listen` address"),
+        ] {
+            let (line, message) = error(&format!("# metrics\nmetrics = {value:?}\n{route}"));
+            assert_eq!(line, 2, "{message}");
+            assert!(message.starts_with("`metrics`: "), "{message}");
+            assert!(message.contains(why), "{value}: {message}");
+        }
     }
 
     #[test]

@@ -23,6 +23,9 @@
 //! Exactly one `Closed` event ends every connection that sent `Open`, carrying the code
 //! of the closing handshake: the peer's, the controller's, 1005 for a close frame
 //! without a code, 1006 for a connection that dropped (or timed out) without one.
+//!
+//! With metrics on, the task counts its own traffic ([`crate::metrics::Traffic`]: plain
+//! stores, no lock) and its meter leaves the counts with its route when the task ends.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -45,6 +48,7 @@ use crate::controller::{
     ConnectionInfo, ControllerHandle, Event, Outbound, OutboundHandle, OutboundQueue,
 };
 use crate::limits::Limits;
+use crate::metrics::{ConnMeter, Traffic};
 use crate::request::CloseReason;
 use crate::socket::{ReadGate, Socket};
 
@@ -64,15 +68,17 @@ const IDLE_CLOSE: (u16, &str) = (1001, "idle timeout");
 /// Serves one upgraded connection until it is closed, then reports `Closed`. The
 /// outbound queue is made by the caller, which keeps a handle to close the connection.
 /// The task runs outside the connection's `span` (see `Server::handle_client`); what
-/// it logs names the span as its parent.
+/// it logs names the span as its parent. `meter`, with metrics on, is where it counts.
 pub async fn run(
     (ws, gate): (WebSocketStream<Socket>, ReadGate),
     info: Arc<ConnectionInfo>,
     controller: ControllerHandle,
     (handle, queue): (OutboundHandle, OutboundQueue),
     limits: Arc<Limits>,
+    meter: Option<ConnMeter>,
     span: tracing::Span,
 ) {
+    let traffic = meter.as_ref().map(ConnMeter::traffic);
     let id = info.id;
     let events = controller.events().clone();
     let open = Event::Open {
@@ -119,7 +125,13 @@ pub async fn run(
                 match incoming {
                     None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => break,
                     Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                        if let Some(traffic) = traffic {
+                            traffic.received(payload_len(&message));
+                        }
                         if let Err(wait) = admit(&controller, id, message) {
+                            if let Some(traffic) = traffic {
+                                traffic.backpressure();
+                            }
                             admission = Some(wait);
                         }
                     }
@@ -162,13 +174,16 @@ pub async fn run(
                     }
                 }
             }
-            wrote = std::future::poll_fn(|cx| writer.poll(&mut sink, &queue, cx)) => match wrote {
+            wrote = std::future::poll_fn(|cx| writer.poll(&mut sink, &queue, traffic, cx)) => match wrote {
                 Wrote::Close(close) => {
                     writer.close(close.code, &close.reason);
                     closed_with.get_or_insert(close);
                     close_deadline.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
                 }
                 Wrote::Overflow => {
+                    if let Some(traffic) = traffic {
+                        traffic.overflow();
+                    }
                     let (code, reason) = OVERFLOW_CLOSE;
                     tracing::warn!(parent: &span, "outbound queue full; closing the slow client");
                     writer.close(code, reason);
@@ -232,14 +247,19 @@ async fn next_message(
 /// or `None` if the controller is gone.
 type Admission = Pin<Box<dyn Future<Output = Option<Box<dyn FnOnce() + Send>>> + Send>>;
 
-/// Queues `message` for the controller at once if its queue and budget have room, else
-/// returns the wait for them.
-fn admit(controller: &ControllerHandle, id: u64, message: Message) -> Result<(), Admission> {
-    let size = match &message {
+/// Payload bytes of a data message (0 for control frames).
+fn payload_len(message: &Message) -> usize {
+    match message {
         Message::Text(text) => text.len(),
         Message::Binary(data) => data.len(),
         _ => 0,
-    };
+    }
+}
+
+/// Queues `message` for the controller at once if its queue and budget have room, else
+/// returns the wait for them.
+fn admit(controller: &ControllerHandle, id: u64, message: Message) -> Result<(), Admission> {
+    let size = payload_len(&message);
     let (budget, permits) = controller.budget(size);
     if let Ok(budget) = budget.clone().try_acquire_many_owned(permits)
         && let Ok(slot) = controller.events().try_reserve()
@@ -305,11 +325,13 @@ struct Writer {
 
 impl Writer {
     /// Writes the next frame (a control frame first, then the queue) as the sink allows,
-    /// flushing once the queue is empty. Ready only when the task must decide something.
+    /// flushing once the queue is empty, and counts the data messages written into
+    /// `traffic`. Ready only when the task must decide something.
     fn poll<S>(
         &mut self,
         sink: &mut SplitSink<WebSocketStream<S>, Message>,
         queue: &OutboundQueue,
+        traffic: Option<&Traffic>,
         cx: &mut Context<'_>,
     ) -> Poll<Wrote>
     where
@@ -332,6 +354,11 @@ impl Writer {
                     }
                     Poll::Ready(Err(error)) => return Poll::Ready(Wrote::Failed(error)),
                     Poll::Ready(Ok(())) => {}
+                }
+                if let Some(traffic) = traffic
+                    && matches!(message, Message::Text(_) | Message::Binary(_))
+                {
+                    traffic.sent(payload_len(&message));
                 }
                 if let Err(error) = sink.start_send_unpin(message) {
                     return Poll::Ready(Wrote::Failed(error));

@@ -11,6 +11,8 @@
 //! not upgrades from the `static-dir`. [`topics`] holds the subscriptions of every
 //! connection to named topics, and [`cluster`] relays them to other nodes through NATS.
 //! With `[tls]`, [`tls`] terminates TLS on each accepted socket before the handshake.
+//! [`metrics`] counts what all of these do and serves it, with health checks, on a port
+//! of its own.
 
 pub mod cluster;
 pub mod config;
@@ -20,6 +22,7 @@ mod deadline;
 pub mod filter;
 pub mod handshake;
 pub mod limits;
+pub mod metrics;
 pub mod pattern;
 pub mod reconfigure;
 pub mod request;

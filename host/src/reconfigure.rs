@@ -10,8 +10,8 @@
 //! and only then is any running actor told anything. A file that does not parse, or one
 //! of whose controllers fails to load, is refused with the error in the log, and the old
 //! configuration, controllers and `init` arguments all stay. Under `run --watch`, the
-//! sources of controllers a reload adds are watched too. `listen`, `[cluster]` and
-//! `[tls]`'s file names cannot change without a restart (logged); the files' contents
+//! sources of controllers a reload adds are watched too. `listen`, `metrics`, `[cluster]`
+//! and `[tls]`'s file names cannot change without a restart (logged); the files' contents
 //! are reloaded by [`crate::tls`] whenever they change.
 
 use std::collections::HashSet;
@@ -68,6 +68,9 @@ impl Server {
         let span = tracing::info_span!("routes_reload", file = %self.routes_file().display());
         let result =
             tracing::Instrument::instrument(self.reload_routes_inner(), span.clone()).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.routes_reloaded(result.is_ok());
+        }
         if let Err(error) = result {
             span.in_scope(|| tracing::error!(%error, "routes.toml refused; the old routes stay"));
         }
@@ -82,6 +85,10 @@ impl Server {
         }
         // The address actually bound, as controllers' `init` should see it.
         config.listen = old.config.listen;
+        if config.metrics != old.config.metrics {
+            tracing::warn!("`metrics` changes need a restart; the metrics stay where they are");
+            config.metrics = old.config.metrics;
+        }
         if config.cluster != old.config.cluster {
             tracing::warn!(
                 "`[cluster]` changes need a restart; the cluster keeps its old settings"
@@ -141,6 +148,9 @@ impl Server {
             .map(|r| r.name.clone())
             .collect();
         let routes = config.routes.len();
+        if let Some(metrics) = &self.metrics {
+            metrics.declare_routes(&config.routes);
+        }
         self.set_table(Table::new(&self.runtime, config, controllers));
         self.rewatch_sources();
         let mut closed = 0;

@@ -7,10 +7,11 @@
 //! future; the binary passes SIGINT/SIGTERM).
 //!
 //! Graceful shutdown, once that future completes: keep accepting, but answer every new
-//! request `503`; call every controller's `on-shutdown` (they may still send); then ask
-//! every open connection to close with 1001 "server shutting down"; return when all of
-//! them are closed, or when `shutdown-timeout-ms` has passed (counted from the signal),
-//! logging how many were cut off.
+//! request `503` (and `/readyz` on the metrics port too); call every controller's
+//! `on-shutdown` (they may still send); then ask every open connection to close with
+//! 1001 "server shutting down"; return when all of them are closed, or when
+//! `shutdown-timeout-ms` has passed (counted from the signal), logging how many were
+//! cut off.
 //!
 //! A request that is not an upgrade, for a path no route matches, goes to
 //! [`static_files`] when routes.toml has a `static-dir`.
@@ -48,6 +49,7 @@ use http::header::RETRY_AFTER;
 use crate::filter::{Check, ClientKey, Consumed, proxy};
 use crate::handshake::Accepted;
 use crate::limits::Limits;
+use crate::metrics::{ConnMeter, Metrics};
 use crate::request::{Attributes, CloseReason, Rejection, Request};
 use crate::socket::{ReadGate, Socket, Stream};
 use crate::tls::{NotAccepted, Tls};
@@ -89,6 +91,8 @@ pub struct Server {
     /// `[tls]`: every socket's TLS handshake and the certificate it serves; `None`
     /// serves plain `ws://`. Set at start: a routes.toml reload does not change it.
     tls: Option<Tls>,
+    /// The metrics, with routes.toml's `metrics`; `None` counts nothing.
+    pub(crate) metrics: Option<Arc<Metrics>>,
 }
 
 /// Why a server could not start.
@@ -101,6 +105,9 @@ pub enum StartError {
     /// credentials could not be read).
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    /// The `metrics` address could not be bound.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// One version of the configuration and the controllers it uses.
@@ -146,6 +153,8 @@ struct Upgraded<'a> {
     controller: ControllerHandle,
     queues: (OutboundHandle, OutboundQueue),
     limits: Arc<Limits>,
+    /// The connection's place in the metrics, if kept.
+    meter: Option<ConnMeter>,
     /// Released when the connection ends.
     slots: (SocketSlot<'a>, RouteSlot<'a>, ActiveGuard<'a>),
 }
@@ -220,11 +229,23 @@ impl Server {
     /// Builds and loads every controller of `config`, starts their actors, and starts
     /// watching their files for hot reload.
     pub async fn start(config: Config) -> Result<Arc<Self>, StartError> {
-        let runtime = Runtime::new(config.listen.to_string())?;
+        // First, so that `/healthz` answers while the controllers compile.
+        let metrics = match config.metrics {
+            Some(addr) => Some(Metrics::listen(addr).await?),
+            None => None,
+        };
+        let mut runtime = Runtime::new(config.listen.to_string())?;
+        runtime.metrics = metrics.clone();
         let cluster = match &config.cluster {
             Some(cluster) => Some(crate::cluster::start(cluster, runtime.hub.clone()).await?),
             None => None,
         };
+        if let Some(metrics) = &metrics {
+            metrics.declare_routes(&config.routes);
+            if let Some(cluster) = &cluster {
+                metrics.watch_cluster(cluster.probe());
+            }
+        }
         let controllers = controller::start_all(&runtime, &config.controllers).await?;
         let tls = config.tls.as_ref().map(Tls::start);
         let table = Table::new(&runtime, config, controllers);
@@ -244,6 +265,7 @@ impl Server {
             sources: Mutex::new(None),
             cluster: Mutex::new(cluster),
             tls,
+            metrics,
         }))
     }
 
@@ -300,6 +322,9 @@ impl Server {
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut deadline = None;
+        if let Some(metrics) = &self.metrics {
+            metrics.ready();
+        }
         loop {
             tokio::select! {
                 () = &mut shutdown, if deadline.is_none() => {
@@ -307,6 +332,9 @@ impl Server {
                     let timeout = self.table().config.shutdown_timeout;
                     tracing::info!(open, ?timeout, "shutting down: refusing new connections, calling on-shutdown, then closing connections");
                     self.draining.store(true, Ordering::Release);
+                    if let Some(metrics) = &self.metrics {
+                        metrics.draining();
+                    }
                     let end = tokio::time::Instant::now() + timeout;
                     deadline = Some(end);
                     tokio::spawn(self.clone().close_all(end));
@@ -409,9 +437,10 @@ impl Server {
             controller,
             queues,
             limits,
+            meter,
             slots,
         } = upgraded;
-        connection::run(ws, Arc::new(info), controller, queues, limits, span).await;
+        connection::run(ws, Arc::new(info), controller, queues, limits, meter, span).await;
         self.open_connections().remove(&id);
         drop(slots);
     }
@@ -437,6 +466,7 @@ impl Server {
             Ok(slot) => slot,
             Err(rejection) => {
                 tracing::info!(status = rejection.status, reason = %rejection.body, "refused at accept");
+                self.refused(None, &rejection);
                 drop(socket_slot); // as below
                 // A TLS client could not read the answer before a TLS handshake, which a
                 // refused client must not cost: it is closed unanswered.
@@ -485,6 +515,7 @@ impl Server {
             Ok(Ok(None)) => return None,
             Ok(Err(rejection)) => {
                 tracing::info!(status = rejection.status, reason = %rejection.body, "rejected");
+                self.refused(None, &rejection);
                 drop(socket_slot); // as below
                 handshake::reject(&mut stream, &rejection).await;
                 return None;
@@ -515,6 +546,8 @@ impl Server {
             Ok(admitted) => admitted,
             Err(rejection) => {
                 tracing::info!(status = rejection.status, reason = %rejection.body, "rejected");
+                let route = crate::metrics::requested_route(&table.config.routes, &request);
+                self.refused(route, &rejection);
                 // The place is free before the answer goes out: a client that was
                 // told 503 may retry at once and must not find it still taken.
                 drop(socket_slot);
@@ -532,6 +565,10 @@ impl Server {
         let route = &table.config.routes[accepted.selected.route];
         let limits = route.limits.clone();
         let (outbound, queue) = outbound_queue(&limits);
+        let meter = self
+            .metrics
+            .as_ref()
+            .map(|m| m.connection(&route.name, id, &outbound));
         self.open_connections()
             .insert(id, (route.name.clone(), outbound.clone()));
         if *self.shutdown.borrow() {
@@ -553,8 +590,16 @@ impl Server {
             controller,
             queues: (outbound, queue),
             limits,
+            meter,
             slots: (socket_slot, route_slot, active),
         })
+    }
+
+    /// Counts a refused request, under the route it asked for, if any.
+    fn refused(&self, route: Option<&str>, rejection: &Rejection) {
+        if let Some(metrics) = &self.metrics {
+            metrics.refused(route, rejection.status);
+        }
     }
 
     fn handshake_counts(&self) -> std::sync::MutexGuard<'_, HashMap<ClientKey, usize>> {

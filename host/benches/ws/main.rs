@@ -155,6 +155,30 @@ fn main() -> Result<()> {
         }
     }
 
+    // (b) again with routes.toml's `metrics` on, each run beside one with it off, so the
+    // two rows differ by the cost of counting and little else.
+    let metered = work.path().join("routes-metrics.toml");
+    let text = std::fs::read_to_string(&routes)?;
+    std::fs::write(&metered, format!("metrics = \"127.0.0.1:0\"\n{text}"))?;
+    for _ in 0..runs {
+        for (file, name) in [
+            (&routes, "wshost, metrics off"),
+            (&metered, "wshost, metrics on"),
+        ] {
+            let mut server = servers::wshost(file, None)?;
+            server.name = name;
+            let b = runtime.block_on(load::ping_pong(
+                server.addr,
+                server.echo_path,
+                100,
+                32,
+                secs,
+            ))?;
+            report.add(Figure::PingPong100, name, "msgs/s", b.msgs_per_s);
+            report.add(Figure::PingPong100P99, name, "µs", b.p99_us);
+        }
+    }
+
     // (d) broadcast, wshost's chat controller only (the fan-out is the host's job).
     {
         let server = servers::wshost(&routes, None)?;

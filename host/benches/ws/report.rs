@@ -178,6 +178,8 @@ impl Report {
             .order
             .iter()
             .filter(|s| figures.iter().any(|(f, _)| self.relative(*f, s).is_some()))
+            // Variants of wshost (cache, metrics) have rows in the table, not bars here.
+            .filter(|s| !s.starts_with("wshost, "))
             .collect();
         let colors = ["#2b6cb0", "#718096", "#38a169", "#d69e2e", "#e53e3e"];
         let (w, h, left, bottom, top) = (760.0, 360.0, 60.0, 60.0, 40.0);

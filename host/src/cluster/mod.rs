@@ -19,7 +19,7 @@
 mod config;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,17 @@ enum Loss {
 }
 
 impl Loss {
+    const ALL: [Self; 3] = [Self::BufferFull, Self::Disconnected, Self::Refused];
+
+    /// Its `reason` label in the metrics.
+    fn label(self) -> &'static str {
+        match self {
+            Self::BufferFull => "buffer_full",
+            Self::Disconnected => "disconnected",
+            Self::Refused => "refused",
+        }
+    }
+
     fn reason(self) -> &'static str {
         match self {
             Self::BufferFull => "buffer full",
@@ -100,6 +111,10 @@ struct Stats {
     /// This node's name, for the log.
     node: Arc<str>,
     dropped: AtomicU64,
+    /// Drops by [`Loss`], in the order of [`Loss::ALL`].
+    by_reason: [AtomicU64; 3],
+    /// Topics followed in NATS, as the manager last counted them.
+    followed: AtomicUsize,
     last_log: Mutex<Option<Instant>>,
 }
 
@@ -133,6 +148,7 @@ impl Link {
 
 impl Stats {
     fn dropped(&self, why: Loss) {
+        self.by_reason[why as usize].fetch_add(1, Ordering::Relaxed);
         let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_none_or(|at| at.elapsed() >= DROP_LOG_EVERY) {
@@ -152,6 +168,7 @@ impl Stats {
 /// A running cluster connection.
 pub struct Cluster {
     client: async_nats::Client,
+    link: Arc<Link>,
     hub: Arc<Hub>,
     prefix: String,
     node: Arc<str>,
@@ -214,6 +231,8 @@ pub async fn start(config: &ClusterConfig, hub: Arc<Hub>) -> Result<Cluster, Clu
         stats: Stats {
             node: node.clone(),
             dropped: AtomicU64::new(0),
+            by_reason: Default::default(),
+            followed: AtomicUsize::new(0),
             last_log: Mutex::new(None),
         },
     });
@@ -228,7 +247,7 @@ pub async fn start(config: &ClusterConfig, hub: Arc<Hub>) -> Result<Cluster, Clu
     let manager = Manager {
         client: client.clone(),
         hub: hub.clone(),
-        link,
+        link: link.clone(),
         prefix: prefix.clone(),
         node: node.clone(),
         servers,
@@ -240,6 +259,7 @@ pub async fn start(config: &ClusterConfig, hub: Arc<Hub>) -> Result<Cluster, Clu
     tracing::info!(node = %node, servers = %config.servers.join(", "), "cluster starting");
     Ok(Cluster {
         client,
+        link,
         hub,
         prefix,
         node,
@@ -251,6 +271,14 @@ impl Cluster {
     /// This node's name.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// A view of the connection's state, for the metrics.
+    pub fn probe(&self) -> Probe {
+        Probe {
+            client: self.client.clone(),
+            link: self.link.clone(),
+        }
     }
 
     /// Leaves the cluster: announces that this node has no subscribers anywhere (so the
@@ -268,6 +296,50 @@ impl Cluster {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.client.flush()).await;
         for task in self.tasks {
             task.abort();
+        }
+    }
+}
+
+/// Reads the state of a cluster connection (for the metrics), also after it was left.
+#[derive(Clone)]
+pub struct Probe {
+    client: async_nats::Client,
+    link: Arc<Link>,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("node", &self.link.stats.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The state of a cluster connection at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// Whether the NATS connection is up.
+    pub connected: bool,
+    /// Publications that reached local subscribers only, by reason (`buffer_full`,
+    /// `disconnected`, `refused`).
+    pub dropped: [(&'static str, u64); 3],
+    /// Topics followed in NATS.
+    pub topics_followed: usize,
+}
+
+impl Probe {
+    /// The connection's state now.
+    pub fn status(&self) -> ClusterStatus {
+        let stats = &self.link.stats;
+        ClusterStatus {
+            connected: self.client.connection_state() == async_nats::connection::State::Connected,
+            dropped: Loss::ALL.map(|loss| {
+                (
+                    loss.label(),
+                    stats.by_reason[loss as usize].load(Ordering::Relaxed),
+                )
+            }),
+            topics_followed: stats.followed.load(Ordering::Relaxed),
         }
     }
 }
@@ -456,6 +528,7 @@ impl Manager {
                         self.follow(&topic).await;
                         changed.insert(topic);
                     }
+                    self.link.stats.followed.store(self.following.len(), Ordering::Relaxed);
                     announce_at.get_or_insert_with(|| tokio::time::Instant::now() + COALESCE);
                 }
                 () = crate::deadline::sleep_until(announce_at), if announce_at.is_some() => {

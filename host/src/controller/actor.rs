@@ -32,6 +32,7 @@ use super::component::{Instance, Loaded};
 use super::engine::Runtime;
 use super::store::{ConnEntry, HostState, end_call, start_call};
 use super::{ConnectionId, ConnectionInfo, ControllerHandle, Event, Outbound, Reload};
+use crate::metrics::ControllerMeter;
 use crate::request::{Attributes, CloseReason, Rejection};
 
 /// Close reason sent with 1011 when the controller trapped on the connection's event.
@@ -101,6 +102,8 @@ struct Actor {
     /// [`HostState::calling_span`]): entering a span per message costs more than the
     /// rest of a small message's trip through the actor.
     span: tracing::Span,
+    /// The handles of the controller's series, when the server keeps metrics.
+    meter: Option<ControllerMeter>,
 }
 
 /// Starts the actor of a loaded controller and returns the handle connections use.
@@ -112,6 +115,7 @@ pub(crate) fn spawn(runtime: Runtime, loaded: Loaded) -> ControllerHandle {
     let handshake_hook = Arc::new(AtomicBool::new(loaded.has_handshake()));
     let span = tracing::info_span!("controller", controller = %name);
     let hook_flag = handshake_hook.clone();
+    let meter = meter(&runtime, &name);
     tokio::spawn(async move {
         let (store, instance) = instantiate_with_retry(&runtime, &loaded, BTreeMap::new())
             .instrument(span.clone())
@@ -124,7 +128,9 @@ pub(crate) fn spawn(runtime: Runtime, loaded: Loaded) -> ControllerHandle {
             handshake_hook: hook_flag,
             traps: VecDeque::new(),
             span,
+            meter,
         };
+        actor.observe_instance();
         actor.run(rx).await;
     });
     ControllerHandle {
@@ -264,7 +270,7 @@ impl Actor {
             .connection()
             .and_then(|id| self.store.data().conns.get(&id))
             .map_or(self.loaded.sandbox.call_deadline, |e| e.deadline);
-        start_call(&mut self.store, deadline);
+        let started = start_call(&mut self.store, deadline);
         self.store.data_mut().set_calling(call.connection());
         let store = &mut self.store;
         let guest = &self.instance.controller;
@@ -292,10 +298,49 @@ impl Actor {
             },
         };
         end_call(&mut self.store);
+        if self.meter.is_some() && self.exports(&call) {
+            self.observe_call(call.export(), started);
+        }
         if let Err(error) = result {
             self.recover(&call, &error).await;
         }
         self.store.data_mut().set_calling(None);
+    }
+
+    /// Whether the component exports what `call` calls (calls to a missing optional
+    /// export return at once and are not timed).
+    fn exports(&self, call: &Call) -> bool {
+        match call {
+            Call::FirstOpen(_) | Call::LastClose(_) | Call::Shutdown => {
+                self.instance.lifecycle.is_some()
+            }
+            Call::Timer(_) => self.instance.timer.is_some(),
+            Call::Open(_) | Call::Message(..) | Call::Error(..) | Call::Close(..) => true,
+        }
+    }
+
+    /// Times a call into `export` that began at `started`, and shows the instance's
+    /// timers and memory as the call left them.
+    fn observe_call(&mut self, export: &str, started: std::time::Instant) {
+        if let Some(meter) = &mut self.meter {
+            meter.called(export, started);
+        }
+        self.observe_instance();
+    }
+
+    /// Shows the current instance's timers and memory.
+    fn observe_instance(&self) {
+        if let Some(meter) = &self.meter {
+            let state = self.store.data();
+            meter.instance(state.timers.len(), state.limits.used());
+        }
+    }
+
+    /// Counts a trap in `export`.
+    fn count_trap(&self, export: &str) {
+        if let Some(meter) = &self.meter {
+            meter.metrics().trapped(meter.name(), export);
+        }
     }
 
     /// Swaps in a new version: a fresh instance of it (initialised by `init` during
@@ -312,6 +357,7 @@ impl Actor {
             match snapshot {
                 Ok(bytes) => Some(bytes),
                 Err(error) => {
+                    self.count_trap("snapshot");
                     // The old instance is broken now; the new one starts fresh.
                     tracing::error!(error = %format!("{error:#}"), "snapshot trapped; the new version starts without the old state");
                     None
@@ -340,7 +386,12 @@ impl Actor {
                     .store(loaded.has_handshake(), Ordering::Release);
                 self.store = store;
                 self.instance = instance;
+                if loaded.name != self.loaded.name {
+                    self.meter = meter(&self.runtime, &loaded.name);
+                }
                 self.loaded = loaded;
+                self.reloaded(true);
+                self.observe_instance();
                 tracing::info!(
                     open_connections = open,
                     state_bytes = snapshot.as_ref().map_or(0, Vec::len),
@@ -350,6 +401,7 @@ impl Actor {
             }
             Err(error) => {
                 self.store.data_mut().conns = std::mem::take(&mut store.data_mut().conns);
+                self.reloaded(false);
                 tracing::error!(
                     %error,
                     "reload refused: the new version failed to start; the old version keeps serving"
@@ -371,10 +423,13 @@ impl Actor {
             protocol: info.protocol.clone(),
             attributes: info.attributes.as_slice().to_vec(),
         };
-        start_call(&mut self.store, self.loaded.sandbox.call_deadline);
+        let started = start_call(&mut self.store, self.loaded.sandbox.call_deadline);
         let hook = self.instance.handshake.as_ref().expect("checked above");
         let result = hook.call_on_handshake(&mut self.store, &request).await;
         end_call(&mut self.store);
+        if self.meter.is_some() {
+            self.observe_call("on-handshake", started);
+        }
         match result {
             Ok(Ok(added)) => {
                 for (name, value) in added {
@@ -385,6 +440,7 @@ impl Actor {
             Ok(Err(response)) => Err(refusal(&self.loaded.name, response)),
             Err(error) => {
                 self.log_trap("on-handshake", None, &error);
+                self.count_trap("on-handshake");
                 self.replace_instance().await;
                 Err(Rejection::new(500, "controller error"))
             }
@@ -396,6 +452,7 @@ impl Actor {
     async fn recover(&mut self, call: &Call, error: &wasmtime::Error) {
         let id = call.connection();
         self.log_trap(call.export(), id, error);
+        self.count_trap(call.export());
         if let Some(entry) = id.and_then(|id| self.store.data_mut().conns.remove(&id)) {
             self.store.data().hub.leave_all(entry.info.id);
             let _ = entry
@@ -454,7 +511,24 @@ impl Actor {
         let (store, instance) = instantiate_with_retry(&self.runtime, &self.loaded, conns).await;
         self.store = store;
         self.instance = instance;
+        if let Some(meter) = &self.meter {
+            meter.metrics().restarted(meter.name());
+        }
+        self.observe_instance();
     }
+
+    /// Counts a hot reload: swapped in, or refused.
+    fn reloaded(&self, ok: bool) {
+        if let Some(meter) = &self.meter {
+            meter.metrics().reloaded(meter.name(), ok);
+        }
+    }
+}
+
+/// The handles of controller `name`'s series, if the server keeps metrics.
+fn meter(runtime: &Runtime, name: &str) -> Option<ControllerMeter> {
+    let metrics = runtime.metrics.clone()?;
+    Some(ControllerMeter::new(metrics, name))
 }
 
 /// A trap in one line: its causes (the guest's panic message, the deadline, the memory

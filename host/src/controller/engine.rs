@@ -115,6 +115,8 @@ pub struct Runtime {
     cache: Option<Cache>,
     /// The topics every controller's connections subscribe to.
     pub(crate) hub: Arc<Hub>,
+    /// Where controllers count their calls, traps and reloads; `None` counts nothing.
+    pub(crate) metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// The compiled-code cache's settings from `WSHOST_CACHE_DIR`; `None` when it is "off".
@@ -197,6 +199,7 @@ impl Runtime {
             listen,
             cache,
             hub: Arc::new(Hub::new()),
+            metrics: None,
         })
     }
 

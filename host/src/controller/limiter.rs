@@ -64,8 +64,7 @@ impl Budget {
     }
 
     /// Bytes granted so far.
-    #[cfg(test)]
-    fn used(&self) -> usize {
+    pub(crate) fn used(&self) -> usize {
         self.used
     }
 

@@ -166,6 +166,11 @@ impl OutboundHandle {
         wake(&mut state);
         Ok(())
     }
+
+    /// Messages the `drop-oldest` policy dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.shared.lock().dropped
+    }
 }
 
 fn register(state: &mut State, cx: &Context<'_>) {

@@ -46,6 +46,9 @@ pub fn watch(
                 span.in_scope(|| {
                     tracing::error!(%error, "reload refused; the old version keeps serving");
                 });
+                if let Some(metrics) = &runtime.metrics {
+                    metrics.reloaded(&spec.name, false);
+                }
             }
         }
     });

@@ -139,10 +139,12 @@ impl HostState {
     }
 }
 
-/// Arms `deadline` for the export call about to start.
-pub(crate) fn start_call(store: &mut Store<HostState>, deadline: Duration) {
-    store.data_mut().call = Some((std::time::Instant::now(), deadline));
+/// Arms `deadline` for the export call about to start; returns when it started.
+pub(crate) fn start_call(store: &mut Store<HostState>, deadline: Duration) -> std::time::Instant {
+    let started = std::time::Instant::now();
+    store.data_mut().call = Some((started, deadline));
     store.set_epoch_deadline(1);
+    started
 }
 
 /// Disarms it after the call.

@@ -108,9 +108,8 @@ impl Timers {
         due
     }
 
-    /// Pending timers.
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    /// How many timers are pending.
+    pub(crate) fn len(&self) -> usize {
         debug_assert_eq!(self.by_id.len(), self.queue.len());
         self.by_id.len()
     }

@@ -19,7 +19,7 @@ use serde_json::Value;
 use tokio::time::timeout;
 
 use crate::harness::{
-    Client, HANG_GUARD, Nats, Route, RoutesDir, Server, check, guests, routes_toml, wshost,
+    Client, HANG_GUARD, Nats, Route, RoutesDir, Server, check, guests, routes_toml, run_to_exit,
 };
 
 /// The presence keys of every node's `[cluster]` table.
@@ -587,13 +587,7 @@ async fn a_required_cluster_does_not_start_without_nats() -> Result<()> {
     let cluster = cluster_table(&nats, "node-a", "required = true\n");
     let dir = RoutesDir::new(&node_routes(&cluster, &chat, &[]))?;
     let routes = dir.routes();
-    let output = wshost(&[
-        "run".as_ref(),
-        routes.as_os_str(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-    ])
-    .await?;
+    let output = run_to_exit(&routes).await?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     ensure!(
         !output.status.success(),

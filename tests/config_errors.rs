@@ -7,7 +7,7 @@ use std::process::Output;
 
 use anyhow::Result;
 
-use crate::harness::{Route, RoutesDir, check, guests, routes_toml, wshost};
+use crate::harness::{Route, RoutesDir, check, guests, routes_toml, run_to_exit};
 
 /// The stderr of a run that must have failed with exit code 1 and an `error:` message.
 fn failure(output: &Output) -> String {
@@ -35,13 +35,7 @@ async fn an_unknown_key_names_file_line_and_key() -> Result<()> {
 async fn run_fails_like_check_on_a_bad_file() -> Result<()> {
     let dir = RoutesDir::new(UNKNOWN_KEY)?;
     let routes = dir.routes();
-    let output = wshost(&[
-        "run".as_ref(),
-        routes.as_os_str(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-    ])
-    .await?;
+    let output = run_to_exit(&routes).await?;
     let stderr = failure(&output);
     assert!(stderr.contains("`colour`"), "stderr:\n{stderr}");
     assert!(
@@ -113,13 +107,7 @@ async fn a_component_of_another_wit_version_is_refused_naming_both() -> Result<(
 
     // `run` refuses it the same way instead of serving without its handshake hook.
     let routes = dir.routes();
-    let output = wshost(&[
-        "run".as_ref(),
-        routes.as_os_str(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-    ])
-    .await?;
+    let output = run_to_exit(&routes).await?;
     let stderr = failure(&output);
     assert!(stderr.contains(expected), "stderr:\n{stderr}");
     Ok(())

@@ -38,7 +38,7 @@ pub(crate) use probe::{Closed, info_value, parse_closed, parse_info};
 pub(crate) use proxy::{CLIENT_IP, Proxy, ProxyKind, deploy_file, substitute};
 pub(crate) use raw::{RawPeer, opcode};
 pub(crate) use routes::{Route, RoutesDir, controller_toml, routes_toml};
-pub(crate) use server::{Server, check, wshost};
+pub(crate) use server::{Server, check, run_to_exit, wshost};
 pub(crate) use tls::{ServerCert, TestCa, TlsClient, peer_certificate, tls_connect};
 
 /// Upper bound on any single wait for the server (a read, a handshake, a log line). A hang

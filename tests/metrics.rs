@@ -13,7 +13,7 @@ use anyhow::{Result, ensure};
 
 use crate::harness::{
     HANG_GUARD, HttpRequest, Nats, Route, RoutesDir, Scrape, Server, check, controller_toml,
-    guests, routes_toml, wshost,
+    guests, routes_toml, run_to_exit,
 };
 
 /// Listens for metrics on a free port.
@@ -433,13 +433,7 @@ async fn a_taken_metrics_port_stops_the_start() -> Result<()> {
     );
     let dir = RoutesDir::new(&routes)?;
     let routes = dir.routes();
-    let output = wshost(&[
-        "run".as_ref(),
-        routes.as_os_str(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-    ])
-    .await?;
+    let output = run_to_exit(&routes).await?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     ensure!(

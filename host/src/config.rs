@@ -657,25 +657,19 @@ impl Config {
                 .expect("used");
         }
 
-        let cluster = match &raw.cluster {
-            None => None,
-            Some(table) => Some(
-                table
-                    .get_ref()
-                    .validate(table.span(), &base)
-                    .map_err(|(span, m)| at(span, m))?,
-            ),
-        };
+        let cluster = raw
+            .cluster
+            .as_ref()
+            .map(|table| table.get_ref().validate(table.span(), &base))
+            .transpose()
+            .map_err(|(span, m)| at(span, m))?;
 
-        let tls = match &raw.tls {
-            None => None,
-            Some(table) => Some(
-                table
-                    .get_ref()
-                    .validate(table.span(), &base)
-                    .map_err(|(span, m)| at(span, m))?,
-            ),
-        };
+        let tls = raw
+            .tls
+            .as_ref()
+            .map(|table| table.get_ref().validate(table.span(), &base))
+            .transpose()
+            .map_err(|(span, m)| at(span, m))?;
 
         Ok(Self {
             path: path.to_owned(),

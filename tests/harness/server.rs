@@ -46,6 +46,18 @@ pub(crate) async fn check(routes: &Path) -> Result<Output> {
     wshost(&["check".as_ref(), routes.as_os_str()]).await
 }
 
+/// Runs `wshost run ROUTES --listen 127.0.0.1:0` to completion: for routes files it
+/// must refuse to start.
+pub(crate) async fn run_to_exit(routes: &Path) -> Result<Output> {
+    wshost(&[
+        "run".as_ref(),
+        routes.as_os_str(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ])
+    .await
+}
+
 /// A running `wshost run` process, killed when dropped. Its stderr (the log) is collected
 /// so that tests can wait for log lines; it is printed when the value is dropped, which the
 /// test harness shows only for failing tests.

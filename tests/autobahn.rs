@@ -6,6 +6,12 @@
 //! Every case must be OK except the documented ones below; the counts per behaviour are
 //! written to `target/autobahn/summary.md` (docs/internals/conformance.md's table comes from there).
 //!
+//! Some cases are timed by the client: 6.4.x wait a second between pieces and then give
+//! the server one second to fail the connection before they kill it themselves. On a
+//! loaded two-core CI machine a second is sometimes not enough. A case that comes out
+//! other than documented is therefore run once more on its own, and only a case that is
+//! wrong both times fails the test; the first outcome is printed either way.
+//!
 //! Once more over TLS (`[tls]`): kosoku cannot speak `wss://` (it refuses the scheme), so
 //! it talks plain WebSocket to a relay in this test, which opens a TLS connection to
 //! wshost per case (tokio-rustls, trusting the test's own certificate authority) and
@@ -57,7 +63,7 @@ async fn the_autobahn_fuzzingclient_cases_pass_through_the_wasm_echo() -> Result
     let routes = workspace_root().join("examples").join("routes.toml");
     let server = Server::start_file(&routes).await?;
     let url = format!("ws://{}/echo/autobahn", server.addr());
-    let cases = fuzzingclient(&url, &["12.*", "13.*"]).await?;
+    let cases = run_cases(&url).await?;
     let (counts, unexpected) = judge(&cases);
     write_summary(&counts)?;
     assert!(
@@ -82,7 +88,7 @@ async fn the_autobahn_cases_pass_over_tls() -> Result<()> {
     assert!(server.is_tls());
     let relay = Relay::start(server.addr(), ca.client()?).await?;
     let url = format!("ws://{}/echo/autobahn", relay.addr);
-    let cases = fuzzingclient(&url, &["12.*", "13.*"]).await?;
+    let cases = run_cases(&url).await?;
     let (counts, unexpected) = judge(&cases);
     eprintln!("over TLS: {counts:?}");
     assert!(
@@ -130,13 +136,57 @@ impl Drop for Relay {
     }
 }
 
-/// Runs kosoku's fuzzingclient against `url` without the `excluded` cases; returns the
-/// cases of its report.
-async fn fuzzingclient(url: &str, excluded: &[&str]) -> Result<serde_json::Map<String, Value>> {
+/// Runs every case but compression's (12.*, 13.*) against `url`, then once more each
+/// case that came out other than documented (see the module docs); returns the cases
+/// of the report, with the second outcome of those that ran twice.
+async fn run_cases(url: &str) -> Result<serde_json::Map<String, Value>> {
+    let mut cases = fuzzingclient(url, Select::Exclude(&["12.*", "13.*"])).await?;
+    let again: Vec<String> = cases
+        .iter()
+        .filter(|(id, case)| verdict(id, case).is_some())
+        .map(|(id, _)| id.clone())
+        .collect();
+    if again.is_empty() {
+        return Ok(cases);
+    }
+    let first: Vec<String> = cases
+        .iter()
+        .filter_map(|(id, case)| verdict(id, case))
+        .collect();
+    eprintln!(
+        "not as documented on the first run; running them again alone:\n{}",
+        first.join("\n")
+    );
+    let ids: Vec<&str> = again.iter().map(String::as_str).collect();
+    let rerun = fuzzingclient(url, Select::Include(&ids)).await?;
+    for id in &again {
+        let case = rerun
+            .get(id)
+            .with_context(|| format!("the second run has no case {id}"))?;
+        cases.insert(id.clone(), case.clone());
+    }
+    Ok(cases)
+}
+
+/// Which cases a kosoku run runs.
+enum Select<'a> {
+    /// All but these (ids or globs).
+    Exclude(&'a [&'a str]),
+    /// Only these.
+    Include(&'a [&'a str]),
+}
+
+/// Runs kosoku's fuzzingclient against `url` on the `select`ed cases; returns the cases
+/// of its report.
+async fn fuzzingclient(url: &str, select: Select<'_>) -> Result<serde_json::Map<String, Value>> {
     let reports = tempfile::tempdir()?;
     let mut args = vec!["-m", "fuzzingclient"];
-    for case in excluded {
-        args.extend(["-x", case]);
+    let (flag, cases) = match select {
+        Select::Exclude(cases) => ("-x", cases),
+        Select::Include(cases) => ("-i", cases),
+    };
+    for case in cases {
+        args.extend([flag, case]);
     }
     let run = tokio::process::Command::new(kosoku())
         .args(&args)
@@ -172,19 +222,29 @@ fn judge(cases: &serde_json::Map<String, Value>) -> (BTreeMap<(String, String), 
     let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut unexpected = Vec::new();
     for (id, case) in cases {
-        let field = |name: &str| case[name].as_str().unwrap_or("missing").to_owned();
-        let (behavior, close) = (field("behavior"), field("behaviorClose"));
-        *counts.entry((behavior.clone(), close.clone())).or_default() += 1;
-        let allowed = EXPECTED
-            .iter()
-            .find(|(case, _, _)| case == id)
-            .map_or("OK", |(_, behavior, _)| behavior);
-        let close_ok = close == "OK" || close == allowed;
-        if behavior != allowed || !close_ok {
-            unexpected.push(format!("{id}: behavior {behavior}, close {close}"));
-        }
+        let (behavior, close) = outcome(case);
+        *counts.entry((behavior, close)).or_default() += 1;
+        unexpected.extend(verdict(id, case));
     }
     (counts, unexpected.join("\n"))
+}
+
+/// A case's behavior and behaviorClose.
+fn outcome(case: &Value) -> (String, String) {
+    let field = |name: &str| case[name].as_str().unwrap_or("missing").to_owned();
+    (field("behavior"), field("behaviorClose"))
+}
+
+/// `None` when case `id` came out OK or as documented in [`EXPECTED`], else a line
+/// saying what it did.
+fn verdict(id: &str, case: &Value) -> Option<String> {
+    let (behavior, close) = outcome(case);
+    let allowed = EXPECTED
+        .iter()
+        .find(|(case, _, _)| *case == id)
+        .map_or("OK", |(_, behavior, _)| behavior);
+    let close_ok = close == "OK" || close == allowed;
+    (behavior != allowed || !close_ok).then(|| format!("{id}: behavior {behavior}, close {close}"))
 }
 
 /// Writes the counts per (behavior, behaviorClose) as a Markdown table.

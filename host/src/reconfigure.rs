@@ -154,7 +154,7 @@ impl Server {
         self.set_table(Table::new(&self.runtime, config, controllers));
         self.rewatch_sources();
         let mut closed = 0;
-        for (route, outbound) in self.open_connections().values() {
+        for (route, outbound) in self.registry.open_connections().values() {
             if removed.contains(route) {
                 let _ = outbound.push(Outbound::Close(CloseReason::new(1001, "route removed")));
                 closed += 1;

@@ -1,5 +1,7 @@
-//! The listener: accepts TCP connections and runs each client's handshake and
-//! connection in its own task.
+//! The server: accepts TCP connections and runs each client's handshake and
+//! connection in its own task. What lets a socket in (the caps met at accept, draining)
+//! is the [`listener`]'s [`Gate`]; the upgraded connections are listed in the
+//! [`registry`], which also closes them all at shutdown and tells when the last is gone.
 //!
 //! [`Server::start`] loads every controller before anything listens, so a broken
 //! controller fails the start instead of the first request. [`Server::serve`] takes an
@@ -24,36 +26,35 @@
 //! With `[tls]`, each socket's TLS handshake comes first, inside the same place in the
 //! caps and the same `handshake-timeout-ms` as its request head (see [`crate::tls`]).
 
-use std::collections::HashMap;
+mod listener;
+mod registry;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::Instrument;
 
-use crate::config::{Config, Route};
+use crate::config::Config;
 use crate::controller::{
-    self, ConnectionInfo, ControllerHandle, LoadError, Outbound, OutboundHandle, OutboundQueue,
-    Runtime, outbound_queue,
+    self, ConnectionInfo, ControllerHandle, LoadError, OutboundHandle, OutboundQueue, Runtime,
+    outbound_queue,
 };
-use http::HeaderValue;
-use http::header::RETRY_AFTER;
-
-use crate::filter::{Check, ClientKey, Consumed, proxy};
+use crate::filter::{Check, Consumed, proxy};
 use crate::handshake::Accepted;
 use crate::limits::Limits;
 use crate::metrics::{ConnMeter, Metrics};
-use crate::request::{Attributes, CloseReason, Rejection, Request};
+use crate::request::{Attributes, Rejection, Request};
 use crate::socket::{ReadGate, Socket, Stream};
 use crate::tls::{NotAccepted, Tls};
 use crate::{connection, handshake, static_files};
+use listener::{Gate, SocketSlot, accept, at_capacity};
+use registry::{Registration, Registry, RouteSlot};
 
 /// A configured server with its controllers running.
 pub struct Server {
@@ -63,26 +64,12 @@ pub struct Server {
     /// once per request, so a request sees one consistent table.
     table: RwLock<Arc<Table>>,
     pub(crate) runtime: Runtime,
-    /// Open connections by id: their route and outbound queue (to close them when their
-    /// route is removed).
-    pub(crate) open: Mutex<HashMap<u64, (String, OutboundHandle)>>,
     next_id: AtomicU64,
-    /// `true` once shutdown started: new requests get 503.
-    draining: AtomicBool,
-    /// `true` once the controllers' `on-shutdown` returned and every open connection was
-    /// sent its close (a connection upgraded after that is sent it at once).
-    shutdown: watch::Sender<bool>,
-    /// Upgraded connections still running.
-    active: AtomicUsize,
-    /// Notified whenever `active` drops to zero.
-    idle: Notify,
-    /// Accepted sockets not yet closed (handshaking or upgraded), for `max-connections`.
-    sockets: AtomicUsize,
-    /// Connections per route name (admitted, not yet closed), for a route's cap.
-    per_route: Mutex<HashMap<String, usize>>,
-    /// Sockets in their handshake per client address, for
-    /// `max-handshakes-per-address`.
-    handshaking: Mutex<HashMap<ClientKey, usize>>,
+    /// What lets a socket in: the caps checked at accept, and whether the server still
+    /// admits anyone.
+    gate: Gate,
+    /// The upgraded connections.
+    pub(crate) registry: Registry,
     /// `run --watch`: the watcher of the current controllers' sources, replaced when a
     /// routes.toml reload changes the controllers.
     sources: Mutex<Option<controller::SourceWatcher>>,
@@ -141,11 +128,6 @@ impl Table {
     }
 }
 
-/// What every client is sent when the server shuts down.
-fn shutdown_close() -> Outbound {
-    Outbound::Close(CloseReason::new(1001, "server shutting down"))
-}
-
 /// What a successful upgrade hands to the connection's life.
 struct Upgraded<'a> {
     ws: (WebSocketStream<Socket>, ReadGate),
@@ -156,18 +138,7 @@ struct Upgraded<'a> {
     /// The connection's place in the metrics, if kept.
     meter: Option<ConnMeter>,
     /// Released when the connection ends.
-    slots: (SocketSlot<'a>, RouteSlot<'a>, ActiveGuard<'a>),
-}
-
-/// Counts a connection as active for as long as it lives.
-struct ActiveGuard<'a>(&'a Server);
-
-impl Drop for ActiveGuard<'_> {
-    fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
+    slots: (SocketSlot<'a>, RouteSlot<'a>, Registration<'a>),
 }
 
 /// How much tungstenite reads from a socket at a time. Its default, 128 KiB, is zeroed
@@ -175,55 +146,6 @@ impl Drop for ActiveGuard<'_> {
 /// by every idle connection; 8 KiB keeps both small, and a large message still arrives
 /// in as many reads as it needs.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
-
-/// Holds one place in the server-wide connection count.
-struct SocketSlot<'a>(&'a Server);
-
-impl Drop for SocketSlot<'_> {
-    fn drop(&mut self) {
-        self.0.sockets.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Holds one place in a route's connection count.
-struct RouteSlot<'a> {
-    server: &'a Server,
-    route: String,
-}
-
-impl Drop for RouteSlot<'_> {
-    fn drop(&mut self) {
-        release(&mut self.server.route_counts(), &self.route);
-    }
-}
-
-/// Gives back one place counted under `key`, forgetting keys that reach zero.
-fn release<K: Eq + std::hash::Hash>(counts: &mut HashMap<K, usize>, key: &K) {
-    if let Some(n) = counts.get_mut(key) {
-        *n -= 1;
-        if *n == 0 {
-            counts.remove(key);
-        }
-    }
-}
-
-/// Holds one place in an address's count of sockets in their handshake.
-struct HandshakeSlot<'a> {
-    server: &'a Server,
-    key: ClientKey,
-}
-
-impl Drop for HandshakeSlot<'_> {
-    fn drop(&mut self) {
-        release(&mut self.server.handshake_counts(), &self.key);
-    }
-}
-
-/// The refusal for a request past a connection cap.
-fn at_capacity(what: &str) -> Rejection {
-    Rejection::new(503, format!("{what} is at its connection limit"))
-        .with_header(RETRY_AFTER, HeaderValue::from_static("1"))
-}
 
 impl Server {
     /// Builds and loads every controller of `config`, starts their actors, and starts
@@ -253,15 +175,9 @@ impl Server {
             routes_file: table.config.path.clone(),
             table: RwLock::new(Arc::new(table)),
             runtime,
-            open: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            draining: AtomicBool::new(false),
-            shutdown: watch::Sender::new(false),
-            active: AtomicUsize::new(0),
-            idle: Notify::new(),
-            sockets: AtomicUsize::new(0),
-            per_route: Mutex::new(HashMap::new()),
-            handshaking: Mutex::new(HashMap::new()),
+            gate: Gate::default(),
+            registry: Registry::default(),
             sources: Mutex::new(None),
             cluster: Mutex::new(cluster),
             tls,
@@ -328,10 +244,10 @@ impl Server {
         loop {
             tokio::select! {
                 () = &mut shutdown, if deadline.is_none() => {
-                    let open = self.active.load(Ordering::Acquire);
+                    let open = self.registry.active();
                     let timeout = self.table().config.shutdown_timeout;
                     tracing::info!(open, ?timeout, "shutting down: refusing new connections, calling on-shutdown, then closing connections");
-                    self.draining.store(true, Ordering::Release);
+                    self.gate.start_draining();
                     if let Some(metrics) = &self.metrics {
                         metrics.draining();
                     }
@@ -339,13 +255,13 @@ impl Server {
                     deadline = Some(end);
                     tokio::spawn(self.clone().close_all(end));
                 }
-                () = self.drained(), if deadline.is_some() => {
+                () = self.registry.drained(), if deadline.is_some() => {
                     tracing::info!("shutdown complete: every connection closed");
                     self.leave_cluster().await;
                     return;
                 }
                 () = crate::deadline::sleep_until(deadline), if deadline.is_some() => {
-                    let cut = self.active.load(Ordering::Acquire);
+                    let cut = self.registry.active();
                     tracing::warn!(cut_off = cut, "shutdown deadline reached; cutting off the connections still open");
                     self.leave_cluster().await;
                     return;
@@ -390,29 +306,8 @@ impl Server {
         if tokio::time::timeout_at(end, calls).await.is_err() {
             tracing::warn!("on-shutdown did not finish before the shutdown deadline");
         }
-        self.shutdown.send_replace(true);
         // Behind what the controllers queued so far (e.g. from `on-shutdown`).
-        for (_, outbound) in self.open_connections().values() {
-            let _ = outbound.push(shutdown_close());
-        }
-    }
-
-    /// Completes when the connections were told to close and none is left.
-    async fn drained(&self) {
-        let mut closing = self.shutdown.subscribe();
-        let _ = closing.wait_for(|closing| *closing).await;
-        self.all_closed().await;
-    }
-
-    /// Completes when no upgraded connection is left.
-    async fn all_closed(&self) {
-        loop {
-            let idle = self.idle.notified();
-            if self.active.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            idle.await;
-        }
+        self.registry.close_all();
     }
 
     /// Handshake, then the connection's life.
@@ -441,7 +336,6 @@ impl Server {
             slots,
         } = upgraded;
         connection::run(ws, Arc::new(info), controller, queues, limits, meter, span).await;
-        self.open_connections().remove(&id);
         drop(slots);
     }
 
@@ -452,15 +346,14 @@ impl Server {
     /// the path that refuses it): a borrowed local keeps its place in the task's state
     /// after it was moved, and the task would then carry the socket twice.
     async fn upgrade(&self, tcp: TcpStream, peer: SocketAddr, id: u64) -> Option<Upgraded<'_>> {
-        let sockets = self.sockets.fetch_add(1, Ordering::AcqRel) + 1;
-        let socket_slot = SocketSlot(self);
         let limits = &self.table().config;
+        let socket_slot = self.gate.take_socket_slot(limits);
         // Both caps are checked before the request is read: a socket that says nothing
         // must not hold a place that a client who speaks is then refused.
-        let handshake_slot = if sockets > limits.max_connections {
+        let handshake_slot = if socket_slot.over() {
             Err(at_capacity("the server"))
         } else {
-            self.take_handshake_slot(peer, limits)
+            self.gate.take_handshake_slot(peer, limits)
         };
         let handshake_slot = match handshake_slot {
             Ok(slot) => slot,
@@ -525,7 +418,7 @@ impl Server {
         tracing::Span::current().record("path", request.path.as_str());
         let table = self.table();
         if let Some(dir) = &table.config.static_dir
-            && !self.draining.load(Ordering::Acquire)
+            && !self.gate.draining()
             && static_files::wants(&request, &table.config.routes)
         {
             // The request is complete, so it no longer counts as a handshake; the socket
@@ -560,8 +453,6 @@ impl Server {
             return None;
         }
         drop(handshake_slot);
-        self.active.fetch_add(1, Ordering::AcqRel);
-        let active = ActiveGuard(self);
         let route = &table.config.routes[accepted.selected.route];
         let limits = route.limits.clone();
         let (outbound, queue) = outbound_queue(&limits);
@@ -569,12 +460,7 @@ impl Server {
             .metrics
             .as_ref()
             .map(|m| m.connection(&route.name, id, &outbound));
-        self.open_connections()
-            .insert(id, (route.name.clone(), outbound.clone()));
-        if *self.shutdown.borrow() {
-            // Upgraded while `close_all` went through the open connections.
-            let _ = outbound.push(shutdown_close());
-        }
+        let registration = self.registry.register(id, &route.name, &outbound);
         let controller = controller.clone();
         drop(table);
         let ws_config = WebSocketConfig::default()
@@ -591,7 +477,7 @@ impl Server {
             queues: (outbound, queue),
             limits,
             meter,
-            slots: (socket_slot, route_slot, active),
+            slots: (socket_slot, route_slot, registration),
         })
     }
 
@@ -600,58 +486,6 @@ impl Server {
         if let Some(metrics) = &self.metrics {
             metrics.refused(route, rejection.status);
         }
-    }
-
-    fn handshake_counts(&self) -> std::sync::MutexGuard<'_, HashMap<ClientKey, usize>> {
-        self.handshaking.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Takes a place in the count of `peer`'s sockets in their handshake, or refuses
-    /// past `max-handshakes-per-address`. A trusted proxy speaks for many clients, so it
-    /// is not counted (`None`).
-    fn take_handshake_slot(
-        &self,
-        peer: SocketAddr,
-        config: &Config,
-    ) -> Result<Option<HandshakeSlot<'_>>, Rejection> {
-        if config.trusted_proxies.iter().any(|c| c.contains(peer.ip())) {
-            return Ok(None);
-        }
-        let key = ClientKey::of(peer.ip(), 64);
-        let mut counts = self.handshake_counts();
-        let n = counts.entry(key).or_insert(0);
-        if *n >= config.max_handshakes_per_address {
-            return Err(
-                Rejection::new(503, "too many unfinished handshakes from your address")
-                    .with_header(RETRY_AFTER, HeaderValue::from_static("1")),
-            );
-        }
-        *n += 1;
-        Ok(Some(HandshakeSlot { server: self, key }))
-    }
-
-    fn route_counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        self.per_route.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Takes a place in `route`'s connection count, or refuses past its cap.
-    fn take_route_slot(&self, route: &Route) -> Result<RouteSlot<'_>, Rejection> {
-        let mut counts = self.route_counts();
-        let n = counts.entry(route.name.clone()).or_insert(0);
-        if route.max_connections.is_some_and(|max| *n >= max) {
-            return Err(at_capacity(&format!("route `{}`", route.name)));
-        }
-        *n += 1;
-        Ok(RouteSlot {
-            server: self,
-            route: route.name.clone(),
-        })
-    }
-
-    pub(crate) fn open_connections(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u64, (String, OutboundHandle)>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Everything between a parsed request and the `101`: protocol checks and routing,
@@ -672,7 +506,7 @@ impl Server {
         ),
         Rejection,
     > {
-        if self.draining.load(Ordering::Acquire) {
+        if self.gate.draining() {
             return Err(Rejection::new(503, "server shutting down"));
         }
         let config = &table.config;
@@ -682,7 +516,7 @@ impl Server {
         let span = tracing::Span::current();
         span.record("route", route.name.as_str());
         span.record("controller", controller.name());
-        let slot = self.take_route_slot(route)?;
+        let slot = self.registry.take_route_slot(route)?;
 
         let client = proxy::client(
             peer,
@@ -737,22 +571,6 @@ impl Server {
             info.attributes = controller.handshake(&info).await?;
         }
         Ok((accepted, info, controller, slot))
-    }
-}
-
-/// Accepts the next connection; transient errors (e.g. out of file descriptors) are
-/// logged and retried with backoff instead of ending the server.
-async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        match listener.accept().await {
-            Ok(accepted) => return accepted,
-            Err(error) => {
-                tracing::warn!(%error, retry_in = ?backoff, "accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
     }
 }
 

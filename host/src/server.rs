@@ -244,13 +244,15 @@ impl Server {
         loop {
             tokio::select! {
                 () = &mut shutdown, if deadline.is_none() => {
-                    let open = self.registry.active();
-                    let timeout = self.table().config.shutdown_timeout;
-                    tracing::info!(open, ?timeout, "shutting down: refusing new connections, calling on-shutdown, then closing connections");
+                    // Refusing first, then the log line: whoever reads the line finds
+                    // new requests (and `/readyz`) refused already.
                     self.gate.start_draining();
                     if let Some(metrics) = &self.metrics {
                         metrics.draining();
                     }
+                    let open = self.registry.active();
+                    let timeout = self.table().config.shutdown_timeout;
+                    tracing::info!(open, ?timeout, "shutting down: refusing new connections, calling on-shutdown, then closing connections");
                     let end = tokio::time::Instant::now() + timeout;
                     deadline = Some(end);
                     tokio::spawn(self.clone().close_all(end));

@@ -15,6 +15,8 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
+use crate::servers::thread_cpu_seconds;
+
 type Ws = WebSocketStream<TcpStream>;
 
 /// The client's read buffer for small messages. tungstenite zeroes its whole read
@@ -58,22 +60,27 @@ async fn next_data(ws: &mut Ws) -> Result<Message> {
     }
 }
 
-/// Messages per second and latency percentiles of a ping-pong run.
+/// Messages per second and latency percentiles of a ping-pong run, and the server's CPU
+/// time per echoed message when it was measured.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PingPong {
     pub(crate) msgs_per_s: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// Server CPU (user + system) per echoed message in µs, over the timed window.
+    pub cpu_us_per_msg: Option<f64>,
 }
 
 /// `conns` connections each sending a `size`-byte text message and waiting for its
-/// echo, over and over, for `duration` (after a short warm-up).
+/// echo, over and over, for `duration` (after a short warm-up). With `server`, the CPU
+/// time of that process is read at the start and the end of the timed window.
 pub(crate) async fn ping_pong(
     addr: SocketAddr,
     path: &str,
     conns: usize,
     size: usize,
     duration: Duration,
+    server: Option<u32>,
 ) -> Result<PingPong> {
     let mut clients = Vec::with_capacity(conns);
     for _ in 0..conns {
@@ -83,6 +90,15 @@ pub(crate) async fn ping_pong(
     let warmup = Duration::from_millis(300);
     let start = Instant::now() + warmup;
     let end = start + duration;
+    // The server's CPU seconds over [start, end).
+    let cpu = server.map(|pid| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(start.into()).await;
+            let before = thread_cpu_seconds(pid)?;
+            tokio::time::sleep_until(end.into()).await;
+            anyhow::Ok(thread_cpu_seconds(pid)? - before)
+        })
+    });
     let mut tasks = Vec::new();
     for mut ws in clients {
         let payload = payload.clone();
@@ -107,6 +123,10 @@ pub(crate) async fn ping_pong(
     for task in tasks {
         all.extend(task.await??);
     }
+    let cpu_s = match cpu {
+        Some(task) => Some(task.await??),
+        None => None,
+    };
     all.sort_unstable();
     let pct = |p: f64| {
         let i = ((all.len() as f64 - 1.0) * p).round() as usize;
@@ -116,7 +136,39 @@ pub(crate) async fn ping_pong(
         msgs_per_s: all.len() as f64 / duration.as_secs_f64(),
         p50_us: pct(0.50),
         p99_us: pct(0.99),
+        cpu_us_per_msg: cpu_s.map(|s| s / all.len().max(1) as f64 * 1e6),
     })
+}
+
+/// `conns` connections each doing exactly `rounds` round trips of a 32-byte text
+/// message, then closing: a fixed amount of work, for counting instructions.
+pub(crate) async fn ping_pong_rounds(
+    addr: SocketAddr,
+    path: &str,
+    conns: usize,
+    rounds: usize,
+) -> Result<()> {
+    let mut clients = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        clients.push(connect(addr, path, None).await?);
+    }
+    let mut tasks = Vec::new();
+    for mut ws in clients {
+        tasks.push(tokio::spawn(async move {
+            let payload = "x".repeat(32);
+            for _ in 0..rounds {
+                ws.send(Message::text(payload.as_str())).await?;
+                next_data(&mut ws).await?;
+            }
+            ws.close(None).await?;
+            while let Some(Ok(_)) = ws.next().await {}
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
 }
 
 /// MB/s of `size`-byte binary messages echoed back on one connection, with up to

@@ -1,9 +1,18 @@
 //! `cargo bench -p wshost --bench ws`: wshost against a native tokio-tungstenite echo
-//! server, Node's `ws` and Python's `websockets`, measured in one run by the same
-//! tokio-tungstenite client, servers pinned to core 0 and the client to core 1, all on
-//! 127.0.0.1. Each figure is repeated (3 runs; `--quick`: 1 run, shorter) and reported
-//! as min / median / max in `target/bench/results.md`, with a chart in
-//! `target/bench/chart.svg`. Not a test: nothing here passes or fails on a number.
+//! server, Node's `ws` and Python's `websockets`, and the cost ladder in between,
+//! measured in one run by the same tokio-tungstenite client on core 1, all on
+//! 127.0.0.1. Each figure is repeated (3 runs, run by run across the servers; `--quick`:
+//! 1 run, shorter) and reported as min / median / max in `target/bench/results.md`,
+//! with a chart in `target/bench/chart.svg`. Not a test: nothing here passes or fails
+//! on a number.
+//!
+//! The echo figures run twice per server: pinned to core 0 ("server on 1 core": a
+//! one-worker tokio runtime, where wshost's connection task → controller task hop is a
+//! same-thread wake-up and costs little) and free on every core ("server on all cores":
+//! a multi-worker runtime as wshost is deployed, sharing the client's core, where the
+//! hop is a cross-thread wake-up). (a) and (b) also give the server's CPU time per
+//! echoed message, and the efficiency native CPU/msg ÷ server CPU/msg, the terms of
+//! issue 17's targets.
 //!
 //! Figures: (a) ping-pong of 32-byte text on 1 connection, (b) on 100 connections,
 //! (c) 1 MiB binary messages streamed through 1 connection, (d) broadcast by the chat
@@ -14,11 +23,29 @@
 //! and the latency and server CPU of a relayed chat line, (i) fan-out through a topic:
 //! one publisher, 1,000 subscribers on one node (plain `broadcast`, then a `topic`
 //! route), on each of 3 nodes that share the topic through NATS, and on a node the
-//! publisher is not on (needs `nats-server`).
+//! publisher is not on (needs `nats-server`), (j) the cost ladder: native → wshost's
+//! connection-task shape → + the WIT conversion → + the guest call → + the hop →
+//! wshost, each rung's msgs/s and CPU per message in both settings and its
+//! instructions per message under callgrind (see [`rungs`] and [`callgrind`]).
+//!
+//! Options, after `--`: `--quick`; `--no-callgrind` (skip (j)'s instruction counts,
+//! the slowest part); `--compare PATH[=LABEL]` (repeatable): another wshost binary,
+//! measured beside this tree's in the same runs — (a) and (b) in both settings with CPU
+//! per message, (e), and its instructions per message — in rows named `wshost (LABEL)`,
+//! to A/B a change against, say, main's release build. Single-figure modes for
+//! profiling: `--load ADDR PATH CONNS SECS`, `--load-broadcast ADDR`, `--load-fanout
+//! ADDR[,ADDR...] SECS` against running servers; `--native-echo` and `--rung NAME
+//! [ECHO_WASM]` serve one echo.
+//!
+//! The machine these numbers come from is usually shared: rates and latencies move
+//! with whatever else runs, CPU per message much less, instructions per message not at
+//! all. Compare builds by the latter two.
 
+mod callgrind;
 mod fanout;
 mod load;
 mod report;
+mod rungs;
 mod servers;
 
 use std::path::{Path, PathBuf};
@@ -28,12 +55,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 
 use report::{Figure, Report};
-use servers::Running;
+use rungs::Rung;
+use servers::{Cores, Running, WSHOST, Wrap};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--native-echo") {
         return servers::native_echo_main();
+    }
+    if let Some(i) = args.iter().position(|a| a == "--rung") {
+        // `--rung NAME [ECHO_WASM]`: one of the cost ladder's servers.
+        let name = args.get(i + 1).context("--rung NAME [ECHO_WASM]")?;
+        return rungs::rung_main(name, args.get(i + 2).map(Path::new));
     }
     if let Some(i) = args.iter().position(|a| a == "--load") {
         // `--load ADDR PATH CONNS SECS`: only figure (a)/(b) against a running server,
@@ -48,6 +81,7 @@ fn main() -> Result<()> {
             conns,
             32,
             Duration::from_secs(secs),
+            None,
         ))?;
         println!("{result:?}");
         return Ok(());
@@ -81,7 +115,9 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let quick = args.iter().any(|a| a == "--quick");
-    // The client on core 1; servers are started on core 0.
+    let callgrind_on = !args.iter().any(|a| a == "--no-callgrind");
+    let compares = compare_args(&args)?;
+    // The client on core 1; servers are started on core 0 or on every core.
     let pinned = Command::new("taskset")
         .args(["-pc", "1", &std::process::id().to_string()])
         .output()?;
@@ -106,9 +142,15 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     let runs = if quick { 1 } else { 3 };
-    let secs = Duration::from_secs(if quick { 1 } else { 3 });
+    let secs = Duration::from_secs(if quick { 1 } else { 2 });
     let mut report = Report::new(runs);
     let started = Instant::now();
+    if !quick {
+        report.note(
+            "(a) to (f) and (j) measure 2 s per run (3 s before issue 17), to keep the whole \
+             run near 15 minutes with every figure on both runtime settings.",
+        );
+    }
 
     let work = tempfile::tempdir()?;
     let routes = work.path().join("routes.toml");
@@ -119,39 +161,90 @@ fn main() -> Result<()> {
             guests.echo, guests.chat
         ),
     )?;
+    // The ladder's guest rungs load echo.wasm through wasmtime's compiled-code cache.
+    let ladder_cache = work.path().join("ladder-cache");
+    let wshost_bin = Path::new(env!("CARGO_BIN_EXE_wshost"));
 
-    let servers: Vec<Box<dyn Fn() -> Result<Running>>> = vec![
-        Box::new(|| servers::wshost(&routes, None)),
-        Box::new(servers::native),
-        Box::new(|| servers::node(&peers, &scripts)),
-        Box::new(|| servers::python(&peers, &scripts)),
+    let mut contenders = vec![
+        Contender {
+            start: Box::new(|cores: Cores| {
+                servers::wshost_build(wshost_bin, WSHOST, &routes, None, &Wrap::Plain(cores))
+            }),
+            settings: &[Cores::One, Cores::All],
+            all_figures: true,
+        },
+        Contender {
+            start: Box::new(|cores: Cores| servers::native(&Wrap::Plain(cores))),
+            settings: &[Cores::One, Cores::All],
+            all_figures: true,
+        },
+        Contender {
+            start: Box::new(|_: Cores| servers::node(&peers, &scripts)),
+            settings: &[Cores::One],
+            all_figures: true,
+        },
+        Contender {
+            start: Box::new(|_: Cores| servers::python(&peers, &scripts)),
+            settings: &[Cores::One],
+            all_figures: true,
+        },
     ];
-    for start in &servers {
-        let server = start()?;
-        eprintln!("== {}", server.name);
-        let (addr, path) = (server.addr, server.echo_path);
-        for _ in 0..runs {
-            let a = runtime.block_on(load::ping_pong(addr, path, 1, 32, secs))?;
-            report.add(Figure::PingPong1, server.name, "msgs/s", a.msgs_per_s);
-            report.add(Figure::PingPong1P50, server.name, "µs", a.p50_us);
-            report.add(Figure::PingPong1P99, server.name, "µs", a.p99_us);
-            let b = runtime.block_on(load::ping_pong(addr, path, 100, 32, secs))?;
-            report.add(Figure::PingPong100, server.name, "msgs/s", b.msgs_per_s);
-            report.add(Figure::PingPong100P99, server.name, "µs", b.p99_us);
-            let c = runtime.block_on(load::stream(addr, path, 1 << 20, 4, secs))?;
-            report.add(Figure::Stream, server.name, "MB/s", c);
-            let f = runtime.block_on(load::handshakes(addr, path, 16, secs))?;
-            report.add(Figure::Handshakes, server.name, "handshakes/s", f);
-        }
-        drop(server);
-        // A fresh process per run: freed memory stays with the allocator, so a second
-        // run on the same process would measure nothing.
-        let n = if quick { 2_000 } else { 10_000 };
-        for _ in 0..runs {
-            let fresh = start()?;
+    for (bin, name) in &compares {
+        contenders.push(Contender {
+            start: Box::new(|cores: Cores| {
+                servers::wshost_build(bin, name, &routes, None, &Wrap::Plain(cores))
+            }),
+            settings: &[Cores::One, Cores::All],
+            all_figures: false,
+        });
+    }
+    if !compares.is_empty() {
+        report.note(
+            "`--compare` builds run (a), (b), (e) and (j)'s instructions only, beside this \
+             tree's wshost in the same runs.",
+        );
+    }
+    report.note(
+        "Node and Python run on 1 core only (single-threaded event loops; the targets \
+         compare wshost with native in both settings).",
+    );
+
+    // Run by run, every server in turn, so that each run of each server meets about the
+    // same background load (this machine is shared) and the efficiency of run i pairs
+    // servers measured at about the same time.
+    for run in 0..runs {
+        for contender in &contenders {
+            for &cores in contender.settings {
+                let server = (contender.start)(cores)?;
+                eprintln!("== {} ({cores:?}), run {}", server.name, run + 1);
+                measure_echo(
+                    &mut report,
+                    &server,
+                    cores,
+                    contender.all_figures,
+                    secs,
+                    &runtime,
+                )?;
+            }
+            // (e): a fresh process per run: freed memory stays with the allocator, so a
+            // second run on the same process would measure nothing.
+            let n = if quick { 2_000 } else { 10_000 };
+            let fresh = (contender.start)(Cores::One)?;
             let (addr, path) = (fresh.addr, fresh.echo_path);
             let e = runtime.block_on(load::idle_memory(addr, path, n, || fresh.rss_kib()))?;
-            report.add(Figure::IdleMemory, fresh.name, "KiB/conn", e);
+            report.add(Figure::IdleMemory, &fresh.name, "KiB/conn", e);
+        }
+        // (j) the rungs between native and wshost (those two come from (b)).
+        for cores in [Cores::One, Cores::All] {
+            for rung in [Rung::Shape, Rung::Wit, Rung::Guest, Rung::Hop] {
+                let wrap = Wrap::Plain(cores);
+                let server = servers::rung(rung.name(), &guests.echo, &ladder_cache, &wrap)?;
+                eprintln!("== rung {} ({cores:?}), run {}", rung.name(), run + 1);
+                let pid = Some(server.pid());
+                let (addr, path) = (server.addr, server.echo_path);
+                let b = runtime.block_on(load::ping_pong(addr, path, 100, 32, secs, pid))?;
+                add_ladder(&mut report, cores, rung.name(), &b);
+            }
         }
     }
 
@@ -165,26 +258,22 @@ fn main() -> Result<()> {
             (&routes, "wshost, metrics off"),
             (&metered, "wshost, metrics on"),
         ] {
-            let mut server = servers::wshost(file, None)?;
-            server.name = name;
-            let b = runtime.block_on(load::ping_pong(
-                server.addr,
-                server.echo_path,
-                100,
-                32,
-                secs,
-            ))?;
-            report.add(Figure::PingPong100, name, "msgs/s", b.msgs_per_s);
-            report.add(Figure::PingPong100P99, name, "µs", b.p99_us);
+            let server = servers::wshost(file, None)?;
+            let (addr, path) = (server.addr, server.echo_path);
+            let b = runtime.block_on(load::ping_pong(addr, path, 100, 32, secs, None))?;
+            let one = Some(Cores::One);
+            report.add_at(Figure::PingPong100, one, name, "msgs/s", b.msgs_per_s);
+            report.add_at(Figure::PingPong100P99, one, name, "µs", b.p99_us);
         }
     }
 
     // (d) broadcast, wshost's chat controller only (the fan-out is the host's job).
-    {
-        let server = servers::wshost(&routes, None)?;
+    for cores in [Cores::One, Cores::All] {
+        let wrap = Wrap::Plain(cores);
+        let server = servers::wshost_build(wshost_bin, WSHOST, &routes, None, &wrap)?;
         for _ in 0..runs {
             let d = runtime.block_on(load::broadcast(server.addr, 1_000, 20, 10))?;
-            report.add(Figure::Broadcast, server.name, "deliveries/s", d);
+            report.add_at(Figure::Broadcast, Some(cores), WSHOST, "deliveries/s", d);
         }
     }
 
@@ -231,7 +320,7 @@ fn main() -> Result<()> {
         )?;
         let size = std::fs::metadata(&wasm)?.len() as f64;
         report.add(Figure::LangSize, lang, "KiB", size / 1024.0);
-        for _ in 0..runs {
+        for run in 0..runs {
             let cache = tempfile::tempdir()?;
             let cold = servers::check(&routes, cache.path())?;
             let warm = servers::check(&routes, cache.path())?;
@@ -240,14 +329,18 @@ fn main() -> Result<()> {
             report.add(Figure::LangCompile, &no_cache, "ms", cold.compile_ms);
             report.add(Figure::LangCompile, &cached, "ms", warm.compile_ms);
             report.add(Figure::LangInstantiate, lang, "ms", warm.instantiate_ms);
-            let empty = tempfile::tempdir()?;
-            let started = servers::wshost(&routes, Some(empty.path()))?.started_in;
-            report.add(
-                Figure::LangStart,
-                &no_cache,
-                "ms",
-                started.as_secs_f64() * 1e3,
-            );
+            // Starting without a cache compiles again (up to ~20 s for JavaScript and
+            // Python, the same work as the `check` above): once is enough.
+            if run == 0 {
+                let empty = tempfile::tempdir()?;
+                let started = servers::wshost(&routes, Some(empty.path()))?.started_in;
+                report.add(
+                    Figure::LangStart,
+                    &no_cache,
+                    "ms",
+                    started.as_secs_f64() * 1e3,
+                );
+            }
             let server = servers::wshost(&routes, Some(cache.path()))?;
             let started = server.started_in;
             report.add(
@@ -265,11 +358,167 @@ fn main() -> Result<()> {
         }
     }
 
+    report.note(
+        "(h) start to listening without a cache: 1 run (it compiles again, like `check` \
+         without a cache, which keeps its runs).",
+    );
+
+    // (j) instructions per message under callgrind, last: it is slow and needs nothing
+    // from the other figures.
+    if !callgrind_on {
+        report.note("(j) instructions: not measured (`--no-callgrind`).");
+    } else if let Some(why) = callgrind::unavailable() {
+        report.note(format!("(j) instructions: not measured: {why}."));
+    } else {
+        let echo_routes = work.path().join("routes-echo.toml");
+        std::fs::write(
+            &echo_routes,
+            format!(
+                "[[route]]\nmatch = \"/echo/*\"\ncontroller = {:?}\n",
+                guests.echo
+            ),
+        )?;
+        let cache = work.path().join("callgrind-cache");
+        let mut builds: Vec<(String, &Path)> = vec![(Rung::Wshost.name().to_owned(), wshost_bin)];
+        builds.extend(
+            compares
+                .iter()
+                .map(|(bin, name)| (name.clone(), bin.as_path())),
+        );
+        let mut jobs: Vec<(String, Starter<'_>)> = Vec::new();
+        let (echo, cache) = (guests.echo.as_path(), cache.as_path());
+        for rung in Rung::ALL {
+            let name = rung.name().to_owned();
+            match rung {
+                Rung::Native => jobs.push((name, Box::new(servers::native))),
+                Rung::Wshost => {}
+                _ => jobs.push((
+                    name,
+                    Box::new(move |wrap: &Wrap| servers::rung(rung.name(), echo, cache, wrap)),
+                )),
+            }
+        }
+        for (name, bin) in builds {
+            let routes = &echo_routes;
+            let label = name.clone();
+            jobs.push((
+                name,
+                Box::new(move |wrap: &Wrap| {
+                    servers::wshost_build(bin, &label, routes, Some(cache), wrap)
+                }),
+            ));
+        }
+        let (few, many) = if quick {
+            (50, 300)
+        } else {
+            (callgrind::FEW, callgrind::MANY)
+        };
+        for (name, start) in &jobs {
+            eprintln!("== callgrind: {name}");
+            let dir = tempfile::tempdir()?;
+            let counted = Instant::now();
+            match callgrind::instructions_per_message(start, dir.path(), (few, many), &runtime) {
+                Ok(per) => {
+                    report.add(Figure::LadderInstructions, name, "instructions", per);
+                    eprintln!("   {per:.0} instructions/msg ({:.0?})", counted.elapsed());
+                }
+                Err(error) => {
+                    eprintln!("   failed: {error:#}");
+                    report.note(format!(
+                        "(j) instructions of `{name}`: callgrind failed: {error:#}"
+                    ));
+                }
+            }
+        }
+    }
+
     let out = target.join("bench");
     std::fs::create_dir_all(&out)?;
     report.write(&out, started.elapsed())?;
     eprintln!("{}", std::fs::read_to_string(out.join("results.md"))?);
     Ok(())
+}
+
+/// Starts a server as the [`Wrap`] says.
+type Starter<'a> = Box<dyn Fn(&Wrap) -> Result<Running> + 'a>;
+
+/// A server to measure with the echo figures, and how.
+struct Contender<'a> {
+    /// Starts it with the given cores.
+    start: Box<dyn Fn(Cores) -> Result<Running> + 'a>,
+    /// The runtime settings it is measured in.
+    settings: &'static [Cores],
+    /// Whether (c) and (f) too, or only (a) and (b).
+    all_figures: bool,
+}
+
+/// Figures (a), (b) with the server's CPU per message, and (c), (f) when `all`, of one
+/// running server; (b) feeds the ladder's `native` and `wshost` rungs (and a
+/// `--compare` build's row).
+fn measure_echo(
+    report: &mut Report,
+    server: &Running,
+    cores: Cores,
+    all: bool,
+    secs: Duration,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<()> {
+    let (addr, path, name) = (server.addr, server.echo_path, server.name.as_str());
+    let at = Some(cores);
+    let pid = Some(server.pid());
+    let a = runtime.block_on(load::ping_pong(addr, path, 1, 32, secs, pid))?;
+    report.add_at(Figure::PingPong1, at, name, "msgs/s", a.msgs_per_s);
+    report.add_at(Figure::PingPong1P50, at, name, "µs", a.p50_us);
+    report.add_at(Figure::PingPong1P99, at, name, "µs", a.p99_us);
+    if let Some(cpu) = a.cpu_us_per_msg {
+        report.add_at(Figure::PingPong1Cpu, at, name, "µs", cpu);
+    }
+    let b = runtime.block_on(load::ping_pong(addr, path, 100, 32, secs, pid))?;
+    report.add_at(Figure::PingPong100, at, name, "msgs/s", b.msgs_per_s);
+    report.add_at(Figure::PingPong100P99, at, name, "µs", b.p99_us);
+    if let Some(cpu) = b.cpu_us_per_msg {
+        report.add_at(Figure::PingPong100Cpu, at, name, "µs", cpu);
+    }
+    match name {
+        servers::NATIVE => add_ladder(report, cores, Rung::Native.name(), &b),
+        WSHOST => add_ladder(report, cores, Rung::Wshost.name(), &b),
+        _ if name.starts_with("wshost (") => add_ladder(report, cores, name, &b),
+        _ => {}
+    }
+    if all {
+        let c = runtime.block_on(load::stream(addr, path, 1 << 20, 4, secs))?;
+        report.add_at(Figure::Stream, at, name, "MB/s", c);
+        let f = runtime.block_on(load::handshakes(addr, path, 16, secs))?;
+        report.add_at(Figure::Handshakes, at, name, "handshakes/s", f);
+    }
+    Ok(())
+}
+
+/// One run of 32-byte ping-pong on 100 connections as a row of the cost ladder.
+fn add_ladder(report: &mut Report, cores: Cores, name: &str, b: &load::PingPong) {
+    report.add_at(Figure::Ladder, Some(cores), name, "msgs/s", b.msgs_per_s);
+    if let Some(cpu) = b.cpu_us_per_msg {
+        report.add_at(Figure::LadderCpu, Some(cores), name, "µs", cpu);
+    }
+}
+
+/// `--compare PATH[=LABEL]` (repeatable): other wshost binaries and their names in the
+/// report, `wshost (LABEL)` (the path when there is no label).
+fn compare_args(args: &[String]) -> Result<Vec<(PathBuf, String)>> {
+    let mut builds = Vec::new();
+    for (i, arg) in args.iter().enumerate() {
+        if arg != "--compare" {
+            continue;
+        }
+        let value = args
+            .get(i + 1)
+            .context("--compare PATH_TO_WSHOST[=LABEL]")?;
+        let (path, label) = value.split_once('=').unwrap_or((value, value));
+        let path = PathBuf::from(path);
+        ensure!(path.is_file(), "--compare: no file `{}`", path.display());
+        builds.push((path, format!("wshost ({label})")));
+    }
+    Ok(builds)
 }
 
 /// Figure (i)'s rows for one run of one setup.

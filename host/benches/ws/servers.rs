@@ -1,8 +1,11 @@
-//! The servers under test, each a separate process pinned to core 0 and bound to
-//! 127.0.0.1 on a free port: wshost (release build) with the wasm controllers, a native
-//! tokio-tungstenite echo (this binary re-run with `--native-echo`), Node's `ws` and
-//! Python's `websockets`; and, for figure (i), a NATS server (`nats-server`, also pinned
-//! to core 0) that several wshost nodes share.
+//! The servers under test, each a separate process bound to 127.0.0.1 on a free port,
+//! either pinned to core 0 ([`Cores::One`]: one tokio worker) or free on every core
+//! ([`Cores::All`]: as many workers as cores, one of them shared with the client): wshost
+//! (release build, or another build given by `--compare`) with the wasm controllers, a
+//! native tokio-tungstenite echo (this binary re-run with `--native-echo`), the cost
+//! ladder's rungs (`--rung`), Node's `ws` and Python's `websockets`; and, for figure
+//! (i), a NATS server (`nats-server`, pinned to core 0) that several wshost nodes share.
+//! Any of them can run under callgrind instead ([`Wrap::Callgrind`]), for figure (j).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek};
@@ -20,10 +23,40 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 /// chat controllers compile for ~9 s without a cache.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Which cores a server may run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Cores {
+    /// Pinned to core 0: a one-worker tokio runtime.
+    One,
+    /// Free on every online core (the client's core 1 included): a multi-worker runtime.
+    All,
+}
+
+impl Cores {
+    /// The `taskset -c` list.
+    fn list(self) -> String {
+        match self {
+            Self::One => "0".to_owned(),
+            // The bench pins itself to core 1 and children inherit that: name them all.
+            Self::All => std::fs::read_to_string("/sys/devices/system/cpu/online")
+                .map_or_else(|_| "0-1".to_owned(), |s| s.trim().to_owned()),
+        }
+    }
+}
+
+/// How a server process is started.
+#[derive(Debug, Clone)]
+pub(crate) enum Wrap {
+    /// As it is, under `taskset`.
+    Plain(Cores),
+    /// Under `valgrind --tool=callgrind`, writing its counts to the path (on core 0).
+    Callgrind(PathBuf),
+}
+
 /// A server process, killed when dropped.
 pub(crate) struct Running {
     /// The name in the report.
-    pub(crate) name: &'static str,
+    pub(crate) name: String,
     /// Where it listens.
     pub(crate) addr: SocketAddr,
     /// The path its echo is served on.
@@ -68,6 +101,28 @@ impl Running {
     pub(crate) fn stderr(&self) -> Result<String> {
         read_all(&self.stderr)
     }
+
+    /// Asks the process to exit (SIGTERM) and waits up to `timeout` for it, so that a
+    /// server under callgrind writes its counts.
+    pub(crate) fn terminate(mut self, timeout: Duration) -> Result<()> {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status()?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        let deadline = Instant::now() + timeout;
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not exit within {timeout:?} of SIGTERM; its stderr:\n{}",
+                    self.name,
+                    tail(&self.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
 }
 
 /// CPU time process `pid` has used so far (user + system), in seconds.
@@ -79,6 +134,25 @@ pub(crate) fn cpu_seconds(pid: u32) -> Result<f64> {
     let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
     // /proc counts in USER_HZ, which Linux fixes at 100 for user space.
     Ok(ticks / 100.0)
+}
+
+/// CPU time the threads of process `pid` have used so far, in seconds, with nanosecond
+/// resolution: the sum of `/proc/PID/task/*/schedstat` (time on a CPU, user and system).
+/// [`cpu_seconds`] counts in 10 ms ticks, too coarse for one connection's ping-pong
+/// over a few seconds; this one misses the threads that exit in between (none of the
+/// servers here starts or ends threads while serving a steady load).
+pub(crate) fn thread_cpu_seconds(pid: u32) -> Result<f64> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("schedstat");
+        // A thread that ended since the listing is simply not counted.
+        let Ok(stat) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        let first = stat.split_whitespace().next().context("empty schedstat")?;
+        ns += first.parse::<u64>()?;
+    }
+    Ok(ns as f64 / 1e9)
 }
 
 /// The whole content of `file` (a process's stderr), from its start.
@@ -139,19 +213,28 @@ impl Drop for Running {
     }
 }
 
-/// Spawns `command` pinned to core 0 and waits for a stdout line holding its port or
+/// Spawns `command` as `wrap` says and waits for a stdout line holding its port or
 /// address (`listening PORT`, `wshost listening on ws://ADDR`).
 fn spawn(
-    name: &'static str,
+    name: impl Into<String>,
     echo_path: &'static str,
-    program: &Path,
-    args: &[&str],
+    wrap: &Wrap,
+    (program, args): (&Path, &[&str]),
     env: &[(&str, &Path)],
 ) -> Result<Running> {
+    let name = name.into();
     let started = Instant::now();
     let stderr = tempfile::tempfile()?;
-    let mut child = Command::new("taskset")
-        .args(["-c", "0"])
+    let mut command = Command::new("taskset");
+    match wrap {
+        Wrap::Plain(cores) => command.args(["-c", &cores.list()]),
+        Wrap::Callgrind(out) => command
+            .args(["-c", "0", "valgrind", "--tool=callgrind"])
+            // wasmtime writes machine code into memory it then runs.
+            .arg("--smc-check=all-non-file")
+            .arg(format!("--callgrind-out-file={}", out.display())),
+    };
+    let mut child = command
         .arg(program)
         .args(args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
@@ -164,6 +247,7 @@ fn spawn(
     let stdout = child.stdout.take().expect("piped");
     let line = first_line(stdout, START_TIMEOUT);
     let started_in = started.elapsed();
+    let label = name.clone();
     let running = |addr| Running {
         name,
         addr,
@@ -175,7 +259,7 @@ fn spawn(
     let Some(line) = line else {
         let failed = running(SocketAddr::from(([127, 0, 0, 1], 0)));
         bail!(
-            "{name} did not print its address within {START_TIMEOUT:?}; its stderr:\n{}",
+            "{label} did not print its address within {START_TIMEOUT:?}; its stderr:\n{}",
             tail(&failed.stderr)
         );
     };
@@ -187,7 +271,7 @@ fn spawn(
             Err(_) => {
                 let failed = running(SocketAddr::from(([127, 0, 0, 1], 0)));
                 bail!(
-                    "{name} printed {line:?} instead of its port; its stderr:\n{}",
+                    "{label} printed {line:?} instead of its port; its stderr:\n{}",
                     tail(&failed.stderr)
                 );
             }
@@ -207,17 +291,46 @@ fn first_line(from: impl Read + Send + 'static, timeout: Duration) -> Option<Str
     rx.recv_timeout(timeout).ok().flatten()
 }
 
-/// wshost serving `routes` (echo on `/echo/*`, chat on `/chat/*`).
+/// The name of this tree's wshost in the report.
+pub(crate) const WSHOST: &str = "wshost (wasm echo)";
+
+/// wshost (this tree's build) serving `routes` (echo on `/echo/*`, chat on `/chat/*`),
+/// pinned to core 0.
 pub(crate) fn wshost(routes: &Path, cache_dir: Option<&Path>) -> Result<Running> {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_wshost"));
+    let bin = Path::new(env!("CARGO_BIN_EXE_wshost"));
+    wshost_build(bin, WSHOST, routes, cache_dir, &Wrap::Plain(Cores::One))
+}
+
+/// wshost binary `bin` serving `routes`, named `name`, started as `wrap` says.
+pub(crate) fn wshost_build(
+    bin: &Path,
+    name: &str,
+    routes: &Path,
+    cache_dir: Option<&Path>,
+    wrap: &Wrap,
+) -> Result<Running> {
     let cache = cache_dir.map_or_else(|| PathBuf::from("off"), Path::to_owned);
     let routes = routes.to_str().context("routes path is not UTF-8")?;
     spawn(
-        "wshost (wasm echo)",
+        name,
         "/echo/bench",
-        &bin,
-        &["run", routes, "--listen", "127.0.0.1:0"],
+        wrap,
+        (bin, &["run", routes, "--listen", "127.0.0.1:0"]),
         &[("WSHOST_CACHE_DIR", &cache)],
+    )
+}
+
+/// A rung of the cost ladder (this binary re-run with `--rung`), `echo.wasm` for the
+/// rungs that call the guest, wasmtime's compiled-code cache in `cache`.
+pub(crate) fn rung(name: &str, echo: &Path, cache: &Path, wrap: &Wrap) -> Result<Running> {
+    let me = std::env::current_exe()?;
+    let echo = echo.to_str().context("path is not UTF-8")?;
+    spawn(
+        name,
+        "/",
+        wrap,
+        (&me, &["--rung", name, echo]),
+        &[("WSHOST_CACHE_DIR", cache)],
     )
 }
 
@@ -300,55 +413,59 @@ pub(crate) fn nats() -> Result<Nats> {
     }
 }
 
+/// The name of the native echo in the report.
+pub(crate) const NATIVE: &str = "native tokio-tungstenite";
+
 /// The native tokio-tungstenite echo: the ceiling.
-pub(crate) fn native() -> Result<Running> {
+pub(crate) fn native(wrap: &Wrap) -> Result<Running> {
     let me = std::env::current_exe()?;
-    spawn(
-        "native tokio-tungstenite",
-        "/",
-        &me,
-        &["--native-echo"],
-        &[],
-    )
+    spawn(NATIVE, "/", wrap, (&me, &["--native-echo"]), &[])
 }
 
-/// Node's `ws`.
+/// Node's `ws`, pinned to core 0.
 pub(crate) fn node(peers: &Path, scripts: &Path) -> Result<Running> {
+    let script = scripts.join("node_echo.js");
     spawn(
         "node ws",
         "/",
-        Path::new("node"),
-        &[scripts
-            .join("node_echo.js")
-            .to_str()
-            .context("path is not UTF-8")?],
+        &Wrap::Plain(Cores::One),
+        (
+            Path::new("node"),
+            &[script.to_str().context("path is not UTF-8")?],
+        ),
         &[("NODE_PATH", &peers.join("node_modules"))],
     )
 }
 
-/// Python's `websockets`.
+/// Python's `websockets`, pinned to core 0.
 pub(crate) fn python(peers: &Path, scripts: &Path) -> Result<Running> {
+    let script = scripts.join("python_echo.py");
     spawn(
         "python websockets",
         "/",
-        &peers.join("venv").join("bin").join("python"),
-        &[scripts
-            .join("python_echo.py")
-            .to_str()
-            .context("path is not UTF-8")?],
+        &Wrap::Plain(Cores::One),
+        (
+            &peers.join("venv").join("bin").join("python"),
+            &[script.to_str().context("path is not UTF-8")?],
+        ),
         &[],
     )
 }
 
 /// `--native-echo`: a plain tokio-tungstenite echo server with the same crate versions
-/// and read buffer as wshost, no wasm, no limits. Prints `listening PORT`.
+/// and read buffer as wshost, no wasm, no limits. Prints `listening PORT`; returns on
+/// SIGTERM (so that callgrind writes its counts).
 pub(crate) fn native_echo_main() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("listening {}", listener.local_addr()?.port());
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
-            let (tcp, _) = listener.accept().await?;
+            let (tcp, _) = tokio::select! {
+                accepted = listener.accept() => accepted?,
+                _ = term.recv() => return Ok(()),
+            };
             let _ = tcp.set_nodelay(true);
             tokio::spawn(async move {
                 // The same read buffer as wshost (tungstenite's 128 KiB default is

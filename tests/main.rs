@@ -23,6 +23,7 @@ mod filter_rules;
 mod guest_log;
 mod half_open;
 mod handshake_hook;
+mod hop;
 mod hot_reload;
 mod http_errors;
 mod lifecycle;

@@ -1,14 +1,16 @@
 //! One upgraded client: turns socket traffic into controller events and drains the
 //! connection's outbound queue to the socket, under the route's limits.
 //!
-//! The task never calls wasm and never blocks on one direction: reading, writing,
-//! keepalive and closing are branches of one `select!`, and writing is a poll-driven
-//! state machine ([`Writer`]) rather than an awaited `send`, so a client that stops
-//! reading cannot stall the rest.
+//! The task never blocks on one direction: reading, writing, keepalive and closing are
+//! branches of one `select!`, and writing is a poll-driven state machine ([`Writer`])
+//! rather than an awaited `send`, so a client that stops reading cannot stall the rest.
 //!
-//! - Inbound: each message needs a slot in the controller's queue and its bytes from the
-//!   controller's inbound budget; while either is exhausted the task stops reading the
-//!   socket, so TCP backpressure reaches the client instead of memory growing.
+//! - Inbound: when the controller is free, the task calls its `on-message` itself
+//!   ([`ControllerHandle::call_inline`]) and writes the reply right after: no other task
+//!   is woken. Otherwise each message needs a slot in the controller's queue and its
+//!   bytes from the controller's inbound budget; while either is exhausted the task stops
+//!   reading the socket, so TCP backpressure reaches the client instead of memory
+//!   growing. (An inline call needs neither: the guest takes the message at once.)
 //! - Outbound: queued messages are written back to back and flushed once the queue is
 //!   empty (several messages share one flush). A full queue applies the route's
 //!   slow-client policy (see [`crate::controller::outbound_queue`]).
@@ -36,7 +38,6 @@ use std::time::Duration;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::OwnedPermit;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -45,7 +46,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 
 use crate::controller::{
-    ConnectionInfo, ControllerHandle, Event, Outbound, OutboundHandle, OutboundQueue,
+    Backlog, ConnectionInfo, ControllerHandle, Event, Outbound, OutboundHandle, OutboundQueue,
 };
 use crate::limits::Limits;
 use crate::metrics::{ConnMeter, Traffic};
@@ -102,6 +103,8 @@ pub async fn run(
     let mut close_deadline: Option<Instant> = None;
     // A message read from the socket, waiting for room in the controller's queue.
     let mut admission: Option<Admission> = None;
+    // This connection's messages on the queue path, not handled yet.
+    let backlog = Backlog::default();
     let mut keepalive = Keepalive::new(&limits);
     // The peer broke the protocol: nothing more is read, and the socket is dropped as
     // soon as the close frame is out.
@@ -128,7 +131,12 @@ pub async fn run(
                         if let Some(traffic) = traffic {
                             traffic.received(payload_len(&message));
                         }
-                        if let Err(wait) = admit(&controller, id, message) {
+                        // Inline when the controller is free, else queued. The call is
+                        // awaited here, in the branch's body, so nothing can drop it
+                        // half-way (see `ControllerHandle::call_inline`).
+                        if let Err(message) = controller.call_inline(id, message, &backlog).await
+                            && let Err(wait) = admit(&controller, id, message, &backlog)
+                        {
                             if let Some(traffic) = traffic {
                                 traffic.backpressure();
                             }
@@ -257,30 +265,38 @@ fn payload_len(message: &Message) -> usize {
 }
 
 /// Queues `message` for the controller at once if its queue and budget have room, else
-/// returns the wait for them.
-fn admit(controller: &ControllerHandle, id: u64, message: Message) -> Result<(), Admission> {
+/// returns the wait for them. Either way it counts in the connection's `backlog` until
+/// the controller handled it.
+fn admit(
+    controller: &ControllerHandle,
+    id: u64,
+    message: Message,
+    backlog: &Backlog,
+) -> Result<(), Admission> {
+    let backlog = backlog.enter();
     let size = payload_len(&message);
-    let (budget, permits) = controller.budget(size);
-    if let Ok(budget) = budget.clone().try_acquire_many_owned(permits)
+    if let Some(budget) = controller.budget().try_take(size)
         && let Ok(slot) = controller.events().try_reserve()
     {
         slot.send(Event::Message {
             id,
             message,
             budget,
+            backlog,
         });
         return Ok(());
     }
-    let budget = budget.clone();
+    let budget = controller.budget().clone();
     let events = controller.events().clone();
     Err(Box::pin(async move {
-        let budget: OwnedSemaphorePermit = budget.acquire_many_owned(permits).await.ok()?;
+        let budget = budget.take(size).await;
         let slot: OwnedPermit<Event> = events.reserve_owned().await.ok()?;
         Some(Box::new(move || {
             slot.send(Event::Message {
                 id,
                 message,
                 budget,
+                backlog,
             });
         }) as Box<dyn FnOnce() + Send>)
     }))

@@ -37,7 +37,7 @@ use prometheus_client::registry::Registry;
 use crate::config::Route;
 use crate::request::Request;
 
-pub use controller::ControllerMeter;
+pub use controller::{ControllerMeter, MessagePath};
 pub use traffic::{ConnMeter, Traffic};
 
 use controller::Instances;
@@ -77,6 +77,11 @@ pub const SERIES: &[(&str, &str, &[&str])] = &[
         "wshost_guest_call_duration_seconds",
         "histogram",
         &["controller", "export"],
+    ),
+    (
+        "wshost_controller_messages",
+        "counter",
+        &["controller", "path"],
     ),
     ("wshost_traps", "counter", &["controller", "export"]),
     ("wshost_instance_restarts", "counter", &["controller"]),
@@ -142,6 +147,13 @@ struct ExportLabels {
     export: String,
 }
 
+/// The labels of the messages a controller took by one path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PathLabels {
+    controller: String,
+    path: &'static str,
+}
+
 /// The labels of a controller reload.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReloadLabels {
@@ -172,6 +184,7 @@ pub struct Metrics {
     live: Arc<Live>,
     refusals: Family<RefusalLabels, Counter>,
     calls: Family<ExportLabels, Histogram, fn() -> Histogram>,
+    messages: Family<PathLabels, Counter>,
     traps: Family<ExportLabels, Counter>,
     restarts: Family<ControllerLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
@@ -211,6 +224,12 @@ impl Metrics {
             "How long each call into a controller's export took",
             calls.clone(),
         );
+        let messages = Family::default();
+        registry.register(
+            "controller_messages",
+            "Data messages handed to a controller's on-message, by path: inline (called by the connection's own task while the controller was free) or queued (through the controller's event queue)",
+            messages.clone(),
+        );
         let traps = Family::default();
         registry.register(
             "traps",
@@ -241,6 +260,7 @@ impl Metrics {
             live,
             refusals,
             calls,
+            messages,
             traps,
             restarts,
             reloads,
@@ -445,6 +465,7 @@ mod tests {
         metrics.routes_reloaded(false);
         let mut meter = ControllerMeter::new(metrics.clone(), "probe");
         meter.called("on-message", std::time::Instant::now());
+        meter.message(MessagePath::Inline);
         meter.instance(1, 65536);
         let text = metrics.render();
         for (name, kind, _) in SERIES {

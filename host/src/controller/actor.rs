@@ -1,668 +1,108 @@
-//! The controller actor: one task per controller that owns its wasm `Store` and
-//! instance, takes events from the controller's queue (and its own timers) one at a time
-//! and calls the matching export.
+//! The controller actor: one task per controller that takes events from the controller's
+//! queue one at a time, fires its timers, and replaces a broken instance, each under the
+//! controller's lock (see [`super::calls`] for what happens under it).
 //!
-//! Because exactly one task touches the store, the guest needs no locks and the
-//! connection table lives in the store data without a mutex. When an export traps, the
-//! connection whose event caused it gets 1011, the instance is dropped (a trapped
-//! instance can never be entered again) and a fresh one is made from the same
-//! `InstancePre`; the connection table moves over, so every other connection stays open.
-//! A hot reload swaps in a new version the same way, carrying guest state across when
-//! both versions support `snapshot`/`restore`.
-//!
-//! Every call runs under a deadline (the connection's route's `call-deadline-ms`, or the
-//! controller's widest for calls that belong to no connection); the epoch ticker makes
-//! a long call yield to the runtime every tick, so a spinning guest delays nobody else.
-//! A controller that keeps trapping is restarted with growing backoff (events wait in
-//! its queue, and its clients' sockets stop being read) instead of in a hot loop.
+//! The actor is no longer the only task that calls the guest: a connection task calls
+//! `on-message` itself when the controller is free ([`ControllerHandle::call_inline`]).
+//! Such a call may set a timer due before the actor's sleep ends, or break the instance;
+//! it then wakes the actor ([`Shared::wake`]), which looks again.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 
-use tokio::sync::{Semaphore, mpsc};
-use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
+use tokio::sync::{Mutex, Notify, mpsc};
 use tracing::Instrument;
-use wasmtime::Store;
 
-use super::bindings::{HandshakeRequest, HandshakeResponse, WitMessage};
-use super::component::{Instance, Loaded};
+use super::calls::Core;
+use super::component::Loaded;
 use super::engine::Runtime;
-use super::store::{ConnEntry, HostState, end_call, start_call};
-use super::{ConnectionId, ConnectionInfo, ControllerHandle, Event, Outbound, Reload};
-use crate::metrics::ControllerMeter;
-use crate::request::{Attributes, CloseReason, Rejection};
+use super::{Budget, ControllerHandle, Event};
 
-/// Close reason sent with 1011 when the controller trapped on the connection's event.
-const TRAP_REASON: &str = "controller error";
-
-/// Traps within this window count towards the restart backoff.
-const TRAP_WINDOW: Duration = Duration::from_secs(60);
-
-/// Traps in the window that restart at once; each further one doubles the wait.
-const FREE_RESTARTS: usize = 3;
-
-/// The first backoff wait, and the longest.
-const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-
-/// One export call.
-enum Call {
-    FirstOpen(ConnectionId),
-    Open(ConnectionId),
-    Message(ConnectionId, WitMessage),
-    Error(ConnectionId, String),
-    Close(ConnectionId, u16, String),
-    LastClose(ConnectionId),
-    Timer(u64),
-    Shutdown,
-}
-
-impl Call {
-    fn export(&self) -> &'static str {
-        match self {
-            Self::FirstOpen(_) => "on-first-open",
-            Self::Open(_) => "on-open",
-            Self::Message(..) => "on-message",
-            Self::Error(..) => "on-error",
-            Self::Close(..) => "on-close",
-            Self::LastClose(_) => "on-last-close",
-            Self::Timer(_) => "on-timer",
-            Self::Shutdown => "on-shutdown",
-        }
-    }
-
-    /// The connection whose event this is, if any: it is the one closed on a trap.
-    fn connection(&self) -> Option<ConnectionId> {
-        match self {
-            Self::FirstOpen(id)
-            | Self::Open(id)
-            | Self::Message(id, _)
-            | Self::Error(id, _)
-            | Self::Close(id, ..)
-            | Self::LastClose(id) => Some(*id),
-            Self::Timer(_) | Self::Shutdown => None,
-        }
-    }
-}
-
-struct Actor {
-    runtime: Runtime,
-    loaded: Loaded,
-    store: Store<HostState>,
-    instance: Instance,
-    /// Shared with the handles: whether the current version has a handshake hook.
-    handshake_hook: Arc<AtomicBool>,
-    /// When the recent traps happened (within [`TRAP_WINDOW`]).
-    traps: VecDeque<Instant>,
-    /// The controller's span. It is entered for everything but the events of single
-    /// messages, whose calls log under their connection's span (see
-    /// [`HostState::calling_span`]): entering a span per message costs more than the
-    /// rest of a small message's trip through the actor.
-    span: tracing::Span,
-    /// The handles of the controller's series, when the server keeps metrics.
-    meter: Option<ControllerMeter>,
+/// What the actor shares with the controller's handles.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The instance and its store, held across each call; set once the first instance
+    /// started.
+    pub(crate) core: OnceLock<Mutex<Core>>,
+    /// Tells the actor to look at the core again (a timer moved earlier, or the instance
+    /// broke) before its sleep ends.
+    pub(crate) wake: Notify,
 }
 
 /// Starts the actor of a loaded controller and returns the handle connections use.
 pub(crate) fn spawn(runtime: Runtime, loaded: Loaded) -> ControllerHandle {
     let (tx, rx) = mpsc::channel(loaded.sandbox.inbound_messages);
-    let budget_size = u32::try_from(loaded.sandbox.inbound_bytes).unwrap_or(u32::MAX);
-    let budget = Arc::new(Semaphore::new(budget_size as usize));
+    let budget = Budget::new(
+        loaded.sandbox.inbound_messages,
+        loaded.sandbox.inbound_bytes,
+    );
     let name = loaded.name.clone();
     let handshake_hook = Arc::new(AtomicBool::new(loaded.has_handshake()));
     let span = tracing::info_span!("controller", controller = %name);
-    let hook_flag = handshake_hook.clone();
-    let meter = meter(&runtime, &name);
+    let shared = Arc::new(Shared {
+        core: OnceLock::new(),
+        wake: Notify::new(),
+    });
+    let hook = handshake_hook.clone();
+    let actor = shared.clone();
     tokio::spawn(async move {
-        let (store, instance) = instantiate_with_retry(&runtime, &loaded, BTreeMap::new())
-            .instrument(span.clone())
+        let core = Core::start(runtime, loaded, hook, span.clone())
+            .instrument(span)
             .await;
-        let actor = Actor {
-            runtime,
-            loaded,
-            store,
-            instance,
-            handshake_hook: hook_flag,
-            traps: VecDeque::new(),
-            span,
-            meter,
-        };
-        actor.observe_instance();
-        actor.run(rx).await;
+        let core = actor.core.get_or_init(|| Mutex::new(core));
+        run(core, &actor.wake, rx).await;
     });
     ControllerHandle {
         name,
         events: tx,
         budget,
-        budget_size,
         handshake_hook,
+        shared,
     }
 }
 
-impl Actor {
-    async fn run(mut self, mut rx: mpsc::Receiver<Event>) {
-        loop {
-            let next_timer = self.store.data().timers.next_due();
-            tokio::select! {
-                biased;
-                () = crate::deadline::sleep_until(next_timer), if next_timer.is_some() => {
-                    let span = self.span.clone();
-                    let due = self.store.data_mut().timers.take_due(tokio::time::Instant::now());
-                    for id in due {
-                        self.call(Call::Timer(id)).instrument(span.clone()).await;
-                    }
-                }
-                event = rx.recv() => match event {
-                    Some(event @ Event::Message { .. }) => self.handle(event).await,
-                    Some(event) => {
-                        let span = self.span.clone();
-                        self.handle(event).instrument(span).await;
-                    }
-                    None => break,
-                },
-            }
-        }
-        self.span
-            .in_scope(|| tracing::debug!("controller queue closed; actor ends"));
-    }
-
-    async fn handle(&mut self, event: Event) {
-        let conns = &mut self.store.data_mut().conns;
-        match event {
-            Event::Handshake { info, reply } => {
-                let verdict = self.handshake(*info).await;
-                // The client may have given up meanwhile; nobody to tell then.
-                let _ = reply.send(verdict);
-            }
-            Event::Reload(reload) => self.swap(*reload).await,
-            Event::Shutdown { done } => {
-                self.call(Call::Shutdown).await;
-                let _ = done.send(());
-            }
-            Event::Open {
-                info,
-                outbound,
-                span,
-                deadline,
-            } => {
-                let id = info.id;
-                let first = conns.is_empty();
-                subscribe_to_route_topic(&self.store.data().hub, &info, &outbound, &span);
-                let conns = &mut self.store.data_mut().conns;
-                conns.insert(
-                    id,
-                    ConnEntry {
-                        info,
-                        outbound,
-                        span: span.clone(),
-                        deadline,
-                        closing: false,
-                    },
-                );
-                if first {
-                    self.call(Call::FirstOpen(id)).await;
-                }
-                // on-first-open may have trapped and closed the connection already.
-                if self.store.data().conns.contains_key(&id) {
-                    self.call(Call::Open(id)).await;
-                }
-            }
-            Event::Message {
-                id,
-                message,
-                budget,
-            } => {
-                if conns.get(&id).is_none_or(|e| e.closing) {
-                    return;
-                }
-                let message = match message {
-                    Message::Text(text) => WitMessage::Text(text.as_str().to_owned()),
-                    // No copy when the frame owns its buffer alone.
-                    Message::Binary(data) => WitMessage::Binary(Vec::from(data)),
-                    _ => return,
-                };
-                // The guest has its own copy now; the budget is free again.
-                drop(budget);
-                self.call(Call::Message(id, message)).await;
-            }
-            Event::Error { id, error, close } => {
-                if !conns.contains_key(&id) {
-                    return;
-                }
-                self.call(Call::Error(id, error)).await;
-                // Behind every reply the controller queued so far, in order.
-                let state = self.store.data_mut();
-                if let Some(entry) = state.conns.get_mut(&id).filter(|e| !e.closing) {
-                    entry.closing = true;
-                    let _ = entry.outbound.push(Outbound::Close(close));
-                    state.hub.leave_all(id);
-                }
-            }
-            Event::Closed { id, code, reason } => {
-                // Removed first: during on-close the connection is no longer listed. An
-                // id that is already gone was dropped after a trap; its instance never
-                // saw it open, so it gets no on-close either.
-                let Some(entry) = conns.remove(&id) else {
-                    return;
-                };
-                let last = conns.is_empty();
-                let state = self.store.data_mut();
-                state.hub.leave_all(id);
-                // No longer in the table, so the guest's logs (and a broadcast to its
-                // topic) find it here.
-                state.leaving = Some(entry);
-                self.call(Call::Close(id, code, reason)).await;
-                if last && self.store.data().conns.is_empty() {
-                    self.call(Call::LastClose(id)).await;
-                }
-                self.store.data_mut().leaving = None;
-            }
-        }
-    }
-
-    /// Calls one export (skipping optional ones the component lacks) under the deadline,
-    /// and recovers from a trap.
-    async fn call(&mut self, call: Call) {
-        let deadline = call
-            .connection()
-            .and_then(|id| self.store.data().conns.get(&id))
-            .map_or(self.loaded.sandbox.call_deadline, |e| e.deadline);
-        let started = start_call(&mut self.store, deadline);
-        self.store.data_mut().set_calling(call.connection());
-        let store = &mut self.store;
-        let guest = &self.instance.controller;
-        let lifecycle = self.instance.lifecycle.as_ref();
-        let result = match &call {
-            Call::Open(id) => guest.call_on_open(store, *id).await,
-            Call::Message(id, msg) => guest.call_on_message(store, *id, msg).await,
-            Call::Error(id, error) => guest.call_on_error(store, *id, error).await,
-            Call::Close(id, code, reason) => guest.call_on_close(store, *id, *code, reason).await,
-            Call::FirstOpen(id) => match lifecycle {
-                Some(l) => l.call_on_first_open(store, *id).await,
-                None => Ok(()),
-            },
-            Call::LastClose(id) => match lifecycle {
-                Some(l) => l.call_on_last_close(store, *id).await,
-                None => Ok(()),
-            },
-            Call::Shutdown => match lifecycle {
-                Some(l) => l.call_on_shutdown(store).await,
-                None => Ok(()),
-            },
-            Call::Timer(id) => match &self.instance.timer {
-                Some(t) => t.call_on_timer(store, *id).await,
-                None => Ok(()),
-            },
-        };
-        end_call(&mut self.store);
-        if self.meter.is_some() && self.exports(&call) {
-            self.observe_call(call.export(), started);
-        }
-        if let Err(error) = result {
-            self.recover(&call, &error).await;
-        }
-        self.store.data_mut().set_calling(None);
-    }
-
-    /// Whether the component exports what `call` calls (calls to a missing optional
-    /// export return at once and are not timed).
-    fn exports(&self, call: &Call) -> bool {
-        match call {
-            Call::FirstOpen(_) | Call::LastClose(_) | Call::Shutdown => {
-                self.instance.lifecycle.is_some()
-            }
-            Call::Timer(_) => self.instance.timer.is_some(),
-            Call::Open(_) | Call::Message(..) | Call::Error(..) | Call::Close(..) => true,
-        }
-    }
-
-    /// Times a call into `export` that began at `started`, and shows the instance's
-    /// timers and memory as the call left them.
-    fn observe_call(&mut self, export: &str, started: std::time::Instant) {
-        if let Some(meter) = &mut self.meter {
-            meter.called(export, started);
-        }
-        self.observe_instance();
-    }
-
-    /// Shows the current instance's timers and memory.
-    fn observe_instance(&self) {
-        if let Some(meter) = &self.meter {
-            let state = self.store.data();
-            meter.instance(state.timers.len(), state.limits.used());
-        }
-    }
-
-    /// Counts a trap in `export`.
-    fn count_trap(&self, export: &str) {
-        if let Some(meter) = &self.meter {
-            meter.metrics().trapped(meter.name(), export);
-        }
-    }
-
-    /// Swaps in a new version: a fresh instance of it (initialised by `init` during
-    /// instantiation) inherits the connection table and, when both versions support
-    /// it, the old instance's state. Any failure keeps the old instance.
-    async fn swap(&mut self, reload: Reload) {
-        let Reload { loaded, started } = reload;
-        let carry_state = self.instance.state.is_some() && loaded.has_state();
-        let snapshot: Option<Vec<u8>> = if carry_state {
-            start_call(&mut self.store, self.loaded.sandbox.call_deadline);
-            let guest = self.instance.state.as_ref().expect("checked");
-            let snapshot = guest.call_snapshot(&mut self.store).await;
-            end_call(&mut self.store);
-            match snapshot {
-                Ok(bytes) => Some(bytes),
-                Err(error) => {
-                    self.count_trap("snapshot");
-                    // The old instance is broken now; the new one starts fresh.
-                    tracing::error!(error = %format!("{error:#}"), "snapshot trapped; the new version starts without the old state");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-
-        let mut state = loaded.new_state();
-        state.conns = std::mem::take(&mut self.store.data_mut().conns);
-        let mut store = self.runtime.new_store(state);
-        let outcome = match loaded.instantiate(&mut store).await {
-            Ok(instance) => match &snapshot {
-                Some(bytes) => restore(&mut store, &instance, bytes, loaded.sandbox.call_deadline)
-                    .await
-                    .map(|()| instance),
-                None => Ok(instance),
-            },
-            Err(error) => Err(format!("{error:#}")),
-        };
-        match outcome {
-            Ok(instance) => {
-                let open = store.data().conns.len();
-                self.handshake_hook
-                    .store(loaded.has_handshake(), Ordering::Release);
-                self.store = store;
-                self.instance = instance;
-                if loaded.name != self.loaded.name {
-                    self.meter = meter(&self.runtime, &loaded.name);
-                }
-                self.loaded = loaded;
-                self.reloaded(true);
-                self.observe_instance();
-                tracing::info!(
-                    open_connections = open,
-                    state_bytes = snapshot.as_ref().map_or(0, Vec::len),
-                    took_ms = started.elapsed().as_millis() as u64,
-                    "reloaded"
-                );
-            }
-            Err(error) => {
-                self.store.data_mut().conns = std::mem::take(&mut store.data_mut().conns);
-                self.reloaded(false);
-                tracing::error!(
-                    %error,
-                    "reload refused: the new version failed to start; the old version keeps serving"
-                );
-            }
-        }
-    }
-
-    /// Runs `on-handshake` for a request; returns the final attributes or the refusal.
-    async fn handshake(&mut self, mut info: ConnectionInfo) -> Result<Attributes, Rejection> {
-        if self.instance.handshake.is_none() {
-            return Ok(info.attributes);
-        }
-        let request = HandshakeRequest {
-            path: info.path.clone(),
-            query: info.query.clone(),
-            headers: info.headers.clone(),
-            remote_addr: info.remote_addr.clone(),
-            protocol: info.protocol.clone(),
-            attributes: info.attributes.as_slice().to_vec(),
-        };
-        let started = start_call(&mut self.store, self.loaded.sandbox.call_deadline);
-        let hook = self.instance.handshake.as_ref().expect("checked above");
-        let result = hook.call_on_handshake(&mut self.store, &request).await;
-        end_call(&mut self.store);
-        if self.meter.is_some() {
-            self.observe_call("on-handshake", started);
-        }
-        match result {
-            Ok(Ok(added)) => {
-                for (name, value) in added {
-                    info.attributes.set(name, value);
-                }
-                Ok(info.attributes)
-            }
-            Ok(Err(response)) => Err(refusal(&self.loaded.name, response)),
-            Err(error) => {
-                self.log_trap("on-handshake", None, &error);
-                self.count_trap("on-handshake");
-                self.replace_instance().await;
-                Err(Rejection::new(500, "controller error"))
-            }
-        }
-    }
-
-    /// After a trap: close the offending connection (if the event had one) with 1011
-    /// and swap in a fresh instance that inherits the connection table.
-    async fn recover(&mut self, call: &Call, error: &wasmtime::Error) {
-        let id = call.connection();
-        self.log_trap(call.export(), id, error);
-        self.count_trap(call.export());
-        if let Some(entry) = id.and_then(|id| self.store.data_mut().conns.remove(&id)) {
-            self.store.data().hub.leave_all(entry.info.id);
-            let _ = entry
-                .outbound
-                .push(Outbound::Close(CloseReason::new(1011, TRAP_REASON)));
-        }
-        self.replace_instance().await;
-    }
-
-    fn log_trap(&self, export: &str, id: Option<ConnectionId>, error: &wasmtime::Error) {
-        match self.store.data().calling_span() {
-            Some(span) => span.in_scope(|| self.log_trap_here(export, id, error)),
-            None => self.log_trap_here(export, id, error),
-        }
-    }
-
-    fn log_trap_here(&self, export: &str, id: Option<ConnectionId>, error: &wasmtime::Error) {
-        let route = id
-            .and_then(|id| self.store.data().conns.get(&id))
-            .and_then(|e| attribute(&e.info, "route"))
-            .unwrap_or_default();
-        tracing::error!(
-            controller = %self.loaded.name,
-            route,
-            conn_id = id,
-            export,
-            error = %trap_message(error),
-            "controller trapped; closing the connection with 1011 and replacing the instance"
-        );
-        if let Some(backtrace) = error.downcast_ref::<wasmtime::WasmBacktrace>() {
-            tracing::debug!(controller = %self.loaded.name, "wasm backtrace:\n{backtrace}");
-        }
-    }
-
-    async fn replace_instance(&mut self) {
-        let now = Instant::now();
-        while self
-            .traps
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > TRAP_WINDOW)
-        {
-            self.traps.pop_front();
-        }
-        self.traps.push_back(now);
-        let recent = self.traps.len();
-        if let Some(wait) = restart_backoff(recent) {
-            tracing::warn!(
-                controller = %self.loaded.name,
-                traps_in_last_minute = recent,
-                restart_in_ms = wait.as_millis() as u64,
-                "controller keeps trapping; restarting it after a backoff"
-            );
-            tokio::time::sleep(wait).await;
-        }
-        let conns = std::mem::take(&mut self.store.data_mut().conns);
-        let (store, instance) = instantiate_with_retry(&self.runtime, &self.loaded, conns).await;
-        self.store = store;
-        self.instance = instance;
-        if let Some(meter) = &self.meter {
-            meter.metrics().restarted(meter.name());
-        }
-        self.observe_instance();
-    }
-
-    /// Counts a hot reload: swapped in, or refused.
-    fn reloaded(&self, ok: bool) {
-        if let Some(meter) = &self.meter {
-            meter.metrics().reloaded(meter.name(), ok);
-        }
-    }
-}
-
-/// The handles of controller `name`'s series, if the server keeps metrics.
-fn meter(runtime: &Runtime, name: &str) -> Option<ControllerMeter> {
-    let metrics = runtime.metrics.clone()?;
-    Some(ControllerMeter::new(metrics, name))
-}
-
-/// A trap in one line: its causes (the guest's panic message, the deadline, the memory
-/// cap) without the multi-line wasm backtrace, which goes to the debug log.
-pub(crate) fn trap_message(error: &wasmtime::Error) -> String {
-    let mut parts: Vec<String> = error
-        .chain()
-        .map(|cause| cause.to_string())
-        .filter(|cause| !cause.contains("wasm backtrace:"))
-        .collect();
-    parts.dedup();
-    let message = parts.join(": ");
-    message.lines().map(str::trim).collect::<Vec<_>>().join(" ")
-}
-
-/// How long to wait before restarting a controller that trapped `recent` times within
-/// [`TRAP_WINDOW`]; `None` restarts at once.
-fn restart_backoff(recent: usize) -> Option<Duration> {
-    let extra = recent.checked_sub(FREE_RESTARTS + 1)?;
-    let factor = 1u32.checked_shl(extra as u32).unwrap_or(u32::MAX);
-    Some(BACKOFF_START.saturating_mul(factor).min(BACKOFF_MAX))
-}
-
-/// Gives a new instance the old one's state.
-async fn restore(
-    store: &mut Store<HostState>,
-    instance: &Instance,
-    bytes: &[u8],
-    deadline: Duration,
-) -> Result<(), String> {
-    let Some(guest) = &instance.state else {
-        return Ok(());
+/// The actor's loop: until the queue closes (every handle is gone).
+async fn run(core: &Mutex<Core>, wake: &Notify, mut rx: mpsc::Receiver<Event>) {
+    let (span, mut next_timer) = {
+        let mut core = core.lock().await;
+        (core.span().clone(), core.next_timer())
     };
-    start_call(store, deadline);
-    let result = guest.call_restore(&mut *store, bytes).await;
-    end_call(store);
-    match result {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(why)) => Err(format!("restore refused the state: {why}")),
-        Err(trap) => Err(format!("restore trapped: {trap:#}")),
-    }
-}
-
-/// The HTTP refusal a guest's `on-handshake` asked for. A status outside 400-599 is not
-/// a refusal, and a header that is not a valid HTTP header (a CR or LF in its value
-/// would let the guest write its own response lines) cannot be sent: both answer 500,
-/// logged with the controller's name.
-fn refusal(controller: &str, response: HandshakeResponse) -> Rejection {
-    if !(400..=599).contains(&response.status) {
-        tracing::warn!(
-            controller,
-            status = response.status,
-            "on-handshake refused with a status that is not an HTTP error; answering 500"
-        );
-        return Rejection::new(500, "controller error");
-    }
-    let mut rejection = Rejection::new(response.status, response.body);
-    for (name, value) in &response.headers {
-        rejection = match rejection.with_text_header(name, value) {
-            Ok(rejection) => rejection,
-            Err(error) => {
-                tracing::warn!(
-                    controller,
-                    %error,
-                    "on-handshake refused with a header that cannot be sent; answering 500"
-                );
-                return Rejection::new(500, "controller error");
-            }
-        };
-    }
-    rejection
-}
-
-/// Instantiates `loaded` with `conns` as the connection table, retrying with backoff
-/// while instantiation fails (it succeeded once at load time, so failures are
-/// transient, e.g. memory pressure). Events wait in the queue meanwhile.
-async fn instantiate_with_retry(
-    runtime: &Runtime,
-    loaded: &Loaded,
-    mut conns: BTreeMap<ConnectionId, ConnEntry>,
-) -> (Store<HostState>, Instance) {
-    let mut backoff = Duration::from_millis(100);
     loop {
-        let mut state = loaded.new_state();
-        state.conns = conns;
-        let mut store = runtime.new_store(state);
-        match loaded.instantiate(&mut store).await {
-            Ok(instance) => return (store, instance),
-            Err(error) => {
-                tracing::error!(controller = %loaded.name, error = %format!("{error:#}"), retry_in = ?backoff, "cannot instantiate controller");
-                conns = std::mem::take(&mut store.data_mut().conns);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+        tokio::select! {
+            biased;
+            () = crate::deadline::sleep_until(next_timer), if next_timer.is_some() => {
+                let mut core = core.lock().await;
+                async {
+                    core.ensure_instance().await;
+                    core.fire_due_timers().await;
+                    core.ensure_instance().await;
+                }
+                .instrument(span.clone())
+                .await;
+                next_timer = core.next_timer();
+            }
+            () = wake.notified() => {
+                let mut core = core.lock().await;
+                core.ensure_instance().instrument(span.clone()).await;
+                next_timer = core.next_timer();
+            }
+            event = rx.recv() => {
+                let Some(event) = event else { break };
+                let mut core = core.lock().await;
+                if matches!(event, Event::Message { .. }) {
+                    core.handle(event).await;
+                    core.ensure_instance().instrument(span.clone()).await;
+                } else {
+                    async {
+                        core.handle(event).await;
+                        core.ensure_instance().await;
+                    }
+                    .instrument(span.clone())
+                    .await;
+                }
+                next_timer = core.next_timer();
             }
         }
     }
-}
-
-/// Subscribes a connection that opens with a `topic` attribute (its route's `topic`, or
-/// what a handshake hook set) to that topic.
-fn subscribe_to_route_topic(
-    hub: &crate::topics::Hub,
-    info: &ConnectionInfo,
-    outbound: &super::OutboundHandle,
-    span: &tracing::Span,
-) {
-    let Some(topic) = info.attributes.get(TOPIC_ATTRIBUTE) else {
-        return;
-    };
-    let user = info.attributes.get("user");
-    if let Err(error) = hub.subscribe(info.id, outbound, user, topic) {
-        tracing::warn!(parent: span, %error, topic, "the connection's `topic` attribute is not a topic it can subscribe to");
-    }
-}
-
-/// The attribute that names a connection's topic.
-pub(crate) const TOPIC_ATTRIBUTE: &str = "topic";
-
-/// The value of attribute `name` of a connection.
-pub(crate) fn attribute<'a>(info: &'a ConnectionInfo, name: &str) -> Option<&'a str> {
-    info.attributes.get(name)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_starts_after_the_free_restarts_and_doubles_up_to_the_cap() {
-        assert_eq!(restart_backoff(1), None);
-        assert_eq!(restart_backoff(FREE_RESTARTS), None);
-        assert_eq!(restart_backoff(FREE_RESTARTS + 1), Some(BACKOFF_START));
-        assert_eq!(restart_backoff(FREE_RESTARTS + 2), Some(BACKOFF_START * 2));
-        assert_eq!(restart_backoff(FREE_RESTARTS + 3), Some(BACKOFF_START * 4));
-        assert_eq!(restart_backoff(1000), Some(BACKOFF_MAX));
-    }
+    span.in_scope(|| tracing::debug!("controller queue closed; actor ends"));
 }

@@ -2,19 +2,20 @@
 //! `connections`, `info` and `log` (whose text is escaped: a guest cannot forge a log
 //! line); and the `topics` interface, a thin layer over the process's [`Hub`].
 //!
-//! Every function here runs inside an export call on the controller's actor task, so it
-//! has the connection table to itself. None of them waits: sends go onto bounded
+//! Every function here runs inside an export call, under the controller's lock (on its
+//! actor task, or on a connection task's inline call), so it has the connection table to
+//! itself. None of them waits: sends go onto bounded
 //! outbound queues with `try_send`, and a full queue triggers the connection's
 //! slow-client policy instead of blocking the guest.
 
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::actor::TOPIC_ATTRIBUTE;
 use super::bindings::{
     Host, LogLevel, SendError, TopicsHost, TypesHost, WitConnectionInfo, WitMessage, WitPresence,
     WitTopicError,
 };
+use super::calls::TOPIC_ATTRIBUTE;
 use super::stdio::escape_controls;
 use super::store::HostState;
 use super::{ConnectionId, Outbound, QueueError};
@@ -104,7 +105,7 @@ impl Host for HostState {
     }
 
     fn attribute(&mut self, conn: ConnectionId, name: String) -> Option<String> {
-        super::actor::attribute(&self.conns.get(&conn)?.info, &name).map(str::to_owned)
+        super::calls::attribute(&self.conns.get(&conn)?.info, &name).map(str::to_owned)
     }
 
     fn info(&mut self, conn: ConnectionId) -> Option<WitConnectionInfo> {

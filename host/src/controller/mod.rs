@@ -1,15 +1,32 @@
 //! Controllers: WebAssembly components that hold the application logic.
 //!
 //! Each controller file is compiled once ([`engine`]), linked against WASI and our
-//! `host` interface into an `InstancePre`, and driven by one actor task ([`actor`]) that
-//! owns its `Store` and calls one export at a time. Connection tasks talk to the actor
-//! only through its bounded event queue ([`ControllerHandle`]); the actor talks back only
-//! through each connection's bounded outbound queue ([`Outbound`]), so neither ever waits
-//! on the other's network I/O.
+//! `host` interface into an `InstancePre`, and run as one instance whose `Store` sits
+//! behind the controller's lock ([`calls`]): whoever holds it calls one export at a
+//! time. One actor task per controller ([`actor`]) takes the controller's bounded event
+//! queue and its timers.
+//!
+//! The hop-free path: a connection task hands its data message to `on-message` itself,
+//! under the lock, when the controller is free and none of the connection's earlier
+//! events still wait in the queue ([`ControllerHandle::call_inline`]); the reply the
+//! guest sends to that connection lands in its outbound queue and is written by the same
+//! task right after, with no other task woken. Otherwise (the lock is taken, or the
+//! connection's earlier messages are queued) the message takes the queue as before, and
+//! so do opens, closes, errors, handshakes, reloads and shutdown. So connection tasks
+//! do call wasm now; what still holds is that the guest talks back only through each
+//! connection's bounded outbound queue ([`Outbound`]), so no call ever waits on a
+//! socket.
+//!
+//! Per-connection order holds across the two paths: a message goes inline only when the
+//! connection is in the controller's table (its `Open`, which always takes the queue,
+//! was handled) and its [`Backlog`] of queued messages is empty (each queued message
+//! holds a [`Backlogged`] until the actor handled it). Its `Error` and `Closed` are
+//! queued by the connection task only after its last message was handed over either way.
 
 mod actor;
 mod bindings;
 mod build_step;
+mod calls;
 mod component;
 mod engine;
 mod host_api;
@@ -21,7 +38,7 @@ mod store;
 mod timers;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
@@ -77,9 +94,12 @@ pub enum Event {
         id: ConnectionId,
         /// The message; never a control frame.
         message: Message,
-        /// The message's share of the controller's inbound byte budget, given back
-        /// once the controller handled it.
-        budget: OwnedSemaphorePermit,
+        /// The message's place in the controller's inbound limits, given back once the
+        /// controller takes it.
+        budget: Budgeted,
+        /// Keeps the connection's next message off the inline path until this one was
+        /// handled.
+        backlog: Backlogged,
     },
     /// A protocol error from the peer: after `on-error` the controller queues the close
     /// frame, so that replies to the messages before the error still go out first.
@@ -137,12 +157,43 @@ impl std::fmt::Debug for Reload {
 pub struct ControllerHandle {
     name: Arc<str>,
     events: mpsc::Sender<Event>,
-    /// The inbound byte budget: queued messages hold permits for their bytes.
-    budget: Arc<Semaphore>,
-    /// Permits in the budget (the most one message takes).
-    budget_size: u32,
+    /// The inbound limits queued messages hold their places in.
+    budget: Budget,
     /// Whether the current version exports `handshake`; a reload may change it.
     handshake_hook: Arc<AtomicBool>,
+    /// The instance behind its lock, and the actor's wake-up.
+    shared: Arc<actor::Shared>,
+}
+
+/// A connection's data messages that took the controller's queue (or wait for room in
+/// it) and were not handled yet. While any is, the connection's next message queues
+/// behind them instead of going inline, so the guest sees them in order.
+#[derive(Debug, Default)]
+pub struct Backlog(Arc<AtomicUsize>);
+
+impl Backlog {
+    /// Counts one more queued message until the returned token is dropped.
+    pub fn enter(&self) -> Backlogged {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Backlogged(self.0.clone())
+    }
+
+    /// Whether every queued message was handled (its call returned).
+    fn is_empty(&self) -> bool {
+        // Acquire: pairs with the release in `Backlogged::drop`, after the call.
+        self.0.load(Ordering::Acquire) == 0
+    }
+}
+
+/// One queued message of a connection's [`Backlog`], dropped once the controller
+/// handled it (or dropped it).
+#[derive(Debug)]
+pub struct Backlogged(Arc<AtomicUsize>);
+
+impl Drop for Backlogged {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
 }
 
 impl ControllerHandle {
@@ -166,6 +217,34 @@ impl ControllerHandle {
         verdict.await.map_err(|_| gone())?
     }
 
+    /// Calls `on-message` with a data message of connection `id` from the calling task,
+    /// if the controller is free (nobody holds its lock) and the connection's `backlog`
+    /// is empty; otherwise, or when the connection must wait for its `Open` (see
+    /// [`calls::Core::message_inline`]), gives the message back to go through the queue.
+    ///
+    /// The call runs to its end once begun (deadline, traps and all): callers await it
+    /// in the body of their loop, never as a branch of a `select!` that could drop it.
+    /// A trap closes the connection with 1011 through its outbound queue like on the
+    /// queue path, and the actor replaces the instance.
+    pub async fn call_inline(
+        &self,
+        id: ConnectionId,
+        message: Message,
+        backlog: &Backlog,
+    ) -> Result<(), Message> {
+        if !backlog.is_empty() {
+            return Err(message);
+        }
+        let Some(Ok(mut core)) = self.shared.core.get().map(tokio::sync::Mutex::try_lock) else {
+            return Err(message);
+        };
+        let handled = core.message_inline(id, message).await;
+        if core.wants_actor() {
+            self.shared.wake.notify_one();
+        }
+        handled
+    }
+
     /// The controller's name (for logs).
     pub fn name(&self) -> &str {
         &self.name
@@ -184,11 +263,84 @@ impl ControllerHandle {
         &self.events
     }
 
-    /// The controller's inbound byte budget, and the permits a message of `bytes`
-    /// takes from it (a message bigger than the whole budget takes all of it).
-    pub fn budget(&self, bytes: usize) -> (&Arc<Semaphore>, u32) {
-        let wanted = u32::try_from(bytes).unwrap_or(u32::MAX);
-        (&self.budget, wanted.min(self.budget_size))
+    /// The controller's inbound limits, which a message needs a place in to be queued.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+}
+
+/// A controller's inbound limits: how many data messages may wait for it
+/// (`inbound-queue-messages`) and how many bytes (`inbound-queue-bytes`).
+///
+/// A message holds its place from the moment it is queued until the controller takes it
+/// for a call, including while the actor holds it and waits for a call on a connection's
+/// own task to end (see [`ControllerHandle::call_inline`]). So the count is exact on
+/// both paths, which the queue's own capacity would not be: the actor takes an event
+/// off the queue before it waits for the controller's lock.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// One permit per message.
+    messages: Arc<Semaphore>,
+    /// One permit per payload byte.
+    bytes: Arc<Semaphore>,
+    /// Permits in `bytes` (the most one message takes).
+    bytes_size: u32,
+}
+
+/// One queued message's place in its controller's [`Budget`].
+#[derive(Debug)]
+pub struct Budgeted {
+    _message: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
+}
+
+impl Budget {
+    /// Room for `messages` messages and `bytes` bytes (at most `u32::MAX`).
+    fn new(messages: usize, bytes: usize) -> Self {
+        let bytes_size = u32::try_from(bytes).unwrap_or(u32::MAX);
+        Self {
+            messages: Arc::new(Semaphore::new(messages)),
+            bytes: Arc::new(Semaphore::new(bytes_size as usize)),
+            bytes_size,
+        }
+    }
+
+    /// The byte permits a message of `bytes` takes (a message bigger than the whole
+    /// budget takes all of it).
+    fn permits(&self, bytes: usize) -> u32 {
+        u32::try_from(bytes)
+            .unwrap_or(u32::MAX)
+            .min(self.bytes_size)
+    }
+
+    /// A place for a message of `bytes`, if there is room now.
+    pub fn try_take(&self, bytes: usize) -> Option<Budgeted> {
+        let message = self.messages.clone().try_acquire_owned().ok()?;
+        let bytes = self
+            .bytes
+            .clone()
+            .try_acquire_many_owned(self.permits(bytes))
+            .ok()?;
+        Some(Budgeted {
+            _message: message,
+            _bytes: bytes,
+        })
+    }
+
+    /// Waits for a place for a message of `bytes`.
+    pub async fn take(self, bytes: usize) -> Budgeted {
+        let permits = self.permits(bytes);
+        // Neither semaphore is ever closed.
+        let message = self.messages.acquire_owned().await.expect("never closed");
+        let bytes = self
+            .bytes
+            .acquire_many_owned(permits)
+            .await
+            .expect("never closed");
+        Budgeted {
+            _message: message,
+            _bytes: bytes,
+        }
     }
 }
 

@@ -116,6 +116,12 @@ impl HostState {
         }
     }
 
+    /// Whether an export call started and did not end: between [`start_call`] and
+    /// [`end_call`], or after a call whose future was dropped before it returned.
+    pub(crate) fn in_call(&self) -> bool {
+        self.call.is_some()
+    }
+
     /// Names the connection whose event the next call handles (`None`: no connection).
     pub(crate) fn set_calling(&mut self, conn: Option<ConnectionId>) {
         self.calling.store(conn.unwrap_or(0), Ordering::Relaxed);

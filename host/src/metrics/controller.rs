@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::{ExportLabels, Metrics};
+use super::{ExportLabels, Metrics, PathLabels};
 
 /// The exports whose calls are timed; `on-message` first, since it is by far the most
 /// frequent and [`ControllerMeter::called`] finds an export by a scan of this list.
@@ -24,7 +25,25 @@ const EXPORTS: [&str; 9] = [
     "on-shutdown",
 ];
 
-/// One controller's series, as its actor updates them.
+/// How a data message reached a controller's `on-message`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessagePath {
+    /// Called by the connection's own task, the controller being free.
+    Inline,
+    /// Through the controller's event queue and its actor.
+    Queued,
+}
+
+impl MessagePath {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Inline => "inline",
+            Self::Queued => "queued",
+        }
+    }
+}
+
+/// One controller's series, as whoever holds its lock updates them.
 #[derive(Debug)]
 pub struct ControllerMeter {
     metrics: Arc<Metrics>,
@@ -32,6 +51,8 @@ pub struct ControllerMeter {
     /// Parallel to [`EXPORTS`]; made at an export's first call, so the exports a
     /// component lacks show no series.
     calls: [Option<Histogram>; EXPORTS.len()],
+    /// The messages counters, by [`MessagePath`] (inline, queued).
+    messages: [Counter; 2],
     /// The current instance's timers and memory, listed for scrapes until the meter is
     /// dropped.
     instance: Arc<InstanceCells>,
@@ -77,10 +98,17 @@ impl ControllerMeter {
             ..InstanceCells::default()
         });
         metrics.live.instances.lock().push(instance.clone());
+        let messages = [MessagePath::Inline, MessagePath::Queued].map(|path| {
+            metrics.messages.get_or_create_owned(&PathLabels {
+                controller: name.to_owned(),
+                path: path.label(),
+            })
+        });
         Self {
             metrics,
             name: name.to_owned(),
             calls: Default::default(),
+            messages,
             instance,
         }
     }
@@ -108,6 +136,11 @@ impl ControllerMeter {
             })
         });
         histogram.observe(took);
+    }
+
+    /// A data message reached `on-message` by `path`.
+    pub fn message(&self, path: MessagePath) {
+        self.messages[path as usize].inc();
     }
 
     /// The current instance has `timers` pending timers and `memory` bytes of memories

@@ -5,7 +5,9 @@
 //! connection info as a JSON object; `attributes` as an object); `connections`;
 //! `close {code} {reason}`; `count` (messages this instance handled); `log {msg}` (host
 //! log + stdout + stderr, replies `logged`); `broadcast {msg}` (on a route with a `topic`,
-//! the host publishes it to the connection's topic). Anything else is echoed. On close it
+//! the host publishes it to the connection's topic); `busy {ms}` (tells the other
+//! connections `busy`, keeps the instance busy for `ms` milliseconds of spinning, then
+//! replies `busy done`). Anything else is echoed. On close it
 //! broadcasts `closed {id} {code} {reason}` to the connections left (on a route with a
 //! `topic`: to the topic's other subscribers).
 //!
@@ -153,6 +155,15 @@ impl Controller for Probe {
             }
             "broadcast" => {
                 broadcast_text(rest, None);
+            }
+            "busy" => {
+                broadcast_text("busy", Some(conn));
+                let busy = std::time::Duration::from_millis(rest.parse().unwrap_or(0));
+                let started = std::time::Instant::now();
+                while started.elapsed() < busy {
+                    std::hint::spin_loop();
+                }
+                let _ = conn.send_text("busy done");
             }
             _ => {
                 if !topic_command(conn, command, rest) {

@@ -1,19 +1,27 @@
 //! One upgraded client: turns socket traffic into controller events and drains the
 //! connection's outbound queue to the socket, under the route's limits.
 //!
-//! The task never blocks on one direction: reading, writing, keepalive and closing are
-//! branches of one `select!`, and writing is a poll-driven state machine ([`Writer`])
-//! rather than an awaited `send`, so a client that stops reading cannot stall the rest.
+//! The task never blocks on one direction. It owns its `WebSocketStream` whole (not
+//! split into halves behind a lock) and polls it for both directions from one `poll_fn`
+//! ([`Step`]): in a fixed order, the message waiting for admission, else the socket
+//! (behind the [`ReadGate`]), then the writer, then keepalive or the close deadline.
+//! Whatever is ready first is handled in the loop's body, which alone awaits (calling
+//! the controller, sending events, failing a silent peer). Writing is a poll-driven
+//! state machine ([`Writer`]) rather than an awaited `send`, so a client that stops
+//! reading cannot stall the rest. The order costs less than a random one, and starves
+//! nothing: the writer is ready only when the task must act, reading stops while a
+//! message waits for admission, and the timers rarely fire.
 //!
 //! - Inbound: when the controller is free, the task calls its `on-message` itself
 //!   ([`ControllerHandle::call_inline`]) and writes the reply right after: no other task
 //!   is woken. Otherwise each message needs a slot in the controller's queue and its
 //!   bytes from the controller's inbound budget; while either is exhausted the task stops
 //!   reading the socket, so TCP backpressure reaches the client instead of memory
-//!   growing. (An inline call needs neither: the guest takes the message at once.)
-//! - Outbound: queued messages are written back to back and flushed once the queue is
-//!   empty (several messages share one flush). A full queue applies the route's
-//!   slow-client policy (see [`crate::controller::outbound_queue`]).
+//!   growing. (An inline call needs neither: the guest takes the message at once, and
+//!   the task reads nothing more until the call returned.)
+//! - Outbound: the writer takes everything queued under one lock, writes it back to
+//!   back and flushes once (several messages share one flush). A full queue applies the
+//!   route's slow-client policy (see [`crate::controller::outbound_queue`]).
 //! - Keepalive: after `ping-interval` without hearing from the peer the task pings it;
 //!   after `idle-timeout` it gives up: a best-effort close frame (1001 "idle timeout"),
 //!   the socket is dropped, and the controller sees `on-close` 1006 "idle timeout".
@@ -32,14 +40,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc::OwnedPermit;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -70,185 +77,221 @@ const IDLE_CLOSE: (u16, &str) = (1001, "idle timeout");
 /// outbound queue is made by the caller, which keeps a handle to close the connection.
 /// The task runs outside the connection's `span` (see `Server::handle_client`); what
 /// it logs names the span as its parent. `meter`, with metrics on, is where it counts.
-pub async fn run(
-    (ws, gate): (WebSocketStream<Socket>, ReadGate),
+///
+/// Not an `async fn`: an `async fn` keeps its arguments in its state beside the locals
+/// they are moved into, and the stream alone is 384 bytes of every connection's task.
+pub fn run(
+    (mut ws, gate): (WebSocketStream<Socket>, ReadGate),
     info: Arc<ConnectionInfo>,
     controller: ControllerHandle,
-    (handle, queue): (OutboundHandle, OutboundQueue),
+    (handle, mut queue): (OutboundHandle, OutboundQueue),
     limits: Arc<Limits>,
     meter: Option<ConnMeter>,
     span: tracing::Span,
-) {
-    let traffic = meter.as_ref().map(ConnMeter::traffic);
-    let id = info.id;
-    let events = controller.events().clone();
-    let open = Event::Open {
-        info,
-        outbound: handle,
-        span: span.clone(),
-        deadline: limits.call_deadline,
-    };
-    if events.send(open).await.is_err() {
-        tracing::warn!(parent: &span, "controller is gone; dropping connection");
-        return;
-    }
-    tracing::info!(parent: &span, "open");
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let traffic = meter.as_ref().map(ConnMeter::traffic);
+        let id = info.id;
+        let events = controller.events().clone();
+        let open = Event::Open {
+            info,
+            outbound: handle,
+            span: span.clone(),
+            deadline: limits.call_deadline,
+        };
+        if events.send(open).await.is_err() {
+            tracing::warn!(parent: &span, "controller is gone; dropping connection");
+            return;
+        }
+        tracing::info!(parent: &span, "open");
 
-    let (mut sink, mut stream) = ws.split();
-    let mut writer = Writer::default();
-    // The code and reason to report: set by whichever side closes first.
-    let mut closed_with: Option<CloseReason> = None;
-    // Set once a close frame was sent or received: the closing handshake must finish by
-    // then.
-    let mut close_deadline: Option<Instant> = None;
-    // A message read from the socket, waiting for room in the controller's queue.
-    let mut admission: Option<Admission> = None;
-    // This connection's messages on the queue path, not handled yet.
-    let backlog = Backlog::default();
-    let mut keepalive = Keepalive::new(&limits);
-    // The peer broke the protocol: nothing more is read, and the socket is dropped as
-    // soon as the close frame is out.
-    let mut failing = false;
+        let mut writer = Writer::default();
+        // The code and reason to report: set by whichever side closes first.
+        let mut closed_with: Option<CloseReason> = None;
+        // Set once a close frame was sent or received: the closing handshake must finish by
+        // then. Boxed, so that the timer is no part of the task's size before it runs.
+        let mut close_deadline: Option<Pin<Box<Sleep>>> = None;
+        // A message read from the socket, waiting for room in the controller's queue.
+        let mut admission: Option<Admission> = None;
+        // This connection's messages on the queue path, not handled yet.
+        let backlog = Backlog::default();
+        let mut keepalive = Keepalive::new(&limits);
+        // The peer broke the protocol: nothing more is read, and the socket is dropped as
+        // soon as the close frame is out.
+        let mut failing = false;
 
-    loop {
-        // Biased: a fixed order costs less than tokio's random one, and no branch can
-        // starve another (the writer is ready only when the task must act, reading stops
-        // while a message waits for admission, the timers rarely fire).
-        tokio::select! {
-            biased;
-            admitted = wait(&mut admission), if admission.is_some() => {
-                admission = None;
-                match admitted {
-                    Some(send) => send(),
-                    None => break, // the controller is gone
+        loop {
+            let step = std::future::poll_fn(|cx| {
+                if let Some(waiting) = admission.as_mut() {
+                    if let Poll::Ready(admitted) = waiting.as_mut().poll(cx) {
+                        return Poll::Ready(Step::Admitted(admitted));
+                    }
+                } else if !failing
+                    && gate.poll_ready(cx).is_ready()
+                    && let Poll::Ready(incoming) = ws.poll_next_unpin(cx)
+                {
+                    return Poll::Ready(Step::Read(incoming));
                 }
-            }
-            incoming = next_message(&gate, &mut stream), if admission.is_none() && !failing => {
-                keepalive.heard();
-                match incoming {
-                    None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => break,
-                    Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                        if let Some(traffic) = traffic {
-                            traffic.received(payload_len(&message));
+                if let Poll::Ready(wrote) = writer.poll(&mut ws, &mut queue, traffic, cx) {
+                    return Poll::Ready(Step::Wrote(wrote));
+                }
+                match close_deadline.as_mut() {
+                    None => keepalive.poll_due(cx).map(Step::Due),
+                    Some(deadline) => deadline.as_mut().poll(cx).map(|()| Step::CloseTimedOut),
+                }
+            })
+            .await;
+            match step {
+                Step::Admitted(admitted) => {
+                    admission = None;
+                    match admitted {
+                        Some(send) => send(),
+                        None => break, // the controller is gone
+                    }
+                }
+                Step::Read(incoming) => {
+                    keepalive.heard();
+                    match incoming {
+                        None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
+                            break;
                         }
-                        // Inline when the controller is free, else queued. The call is
-                        // awaited here, in the branch's body, so nothing can drop it
-                        // half-way (see `ControllerHandle::call_inline`).
-                        if let Err(message) = controller.call_inline(id, message, &backlog).await
-                            && let Err(wait) = admit(&controller, id, message, &backlog)
-                        {
+                        Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
                             if let Some(traffic) = traffic {
-                                traffic.backpressure();
+                                traffic.received(payload_len(&message));
                             }
-                            admission = Some(wait);
+                            // Inline when the controller is free, else queued. The call is
+                            // awaited here, in the branch's body, so nothing can drop it
+                            // half-way (see `ControllerHandle::call_inline`).
+                            if let Err(message) =
+                                controller.call_inline(id, message, &backlog).await
+                                && let Err(wait) = admit(&controller, id, message, &backlog)
+                            {
+                                if let Some(traffic) = traffic {
+                                    traffic.backpressure();
+                                }
+                                admission = Some(wait);
+                            }
                         }
-                    }
-                    Some(Ok(Message::Close(frame))) => {
-                        // tungstenite queued the reply; the writer flushes it. From now
-                        // on nothing else is written, and the peer gets CLOSE_TIMEOUT to
-                        // finish.
-                        writer.stop_and_flush();
-                        close_deadline.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
-                        if closed_with.is_none() {
-                            closed_with = Some(match frame {
-                                Some(f) => CloseReason::new(u16::from(f.code), f.reason.as_str()),
-                                None => CloseReason::new(1005, ""),
-                            });
+                        Some(Ok(Message::Close(frame))) => {
+                            // tungstenite queued the reply; the writer flushes it. From now
+                            // on nothing else is written, and the peer gets CLOSE_TIMEOUT to
+                            // finish.
+                            writer.stop_and_flush();
+                            close_within(&mut close_deadline);
+                            if closed_with.is_none() {
+                                closed_with = Some(match frame {
+                                    Some(f) => {
+                                        CloseReason::new(u16::from(f.code), f.reason.as_str())
+                                    }
+                                    None => CloseReason::new(1005, ""),
+                                });
+                            }
                         }
-                    }
-                    Some(Ok(_)) => {} // pings are answered by tungstenite; pongs only count as heard
-                    Some(Err(error)) => {
-                        let (code, reason) = error_close_code(&error);
-                        // A drop (1006) is an ordinary way for a client to leave and is
-                        // reported by `on-close` alone; everything else is the peer's
-                        // fault and reaches `on-error` first.
-                        if code == 1006 {
-                            tracing::debug!(parent: &span, %error, "connection dropped");
+                        Some(Ok(_)) => {} // pings are answered by tungstenite; pongs only count as heard
+                        Some(Err(error)) => {
+                            let (code, reason) = error_close_code(&error);
+                            // A drop (1006) is an ordinary way for a client to leave and is
+                            // reported by `on-close` alone; everything else is the peer's
+                            // fault and reaches `on-error` first.
+                            if code == 1006 {
+                                tracing::debug!(parent: &span, %error, "connection dropped");
+                                closed_with.get_or_insert(CloseReason::new(code, reason));
+                                break;
+                            }
+                            tracing::info!(parent: &span, %error, code, "connection error");
                             closed_with.get_or_insert(CloseReason::new(code, reason));
-                            break;
+                            failing = true;
+                            close_within(&mut close_deadline);
+                            let error = Event::Error {
+                                id,
+                                error: error.to_string(),
+                                close: CloseReason::new(code, reason),
+                            };
+                            // Boxed, as the idle timeout's `fail` below: a rare path's
+                            // state would otherwise be part of every connection's task.
+                            if Box::pin(events.send(error)).await.is_err() {
+                                break;
+                            }
                         }
-                        tracing::info!(parent: &span, %error, code, "connection error");
+                    }
+                }
+                Step::Wrote(wrote) => match wrote {
+                    Wrote::Close(close) => {
+                        writer.close(close.code, &close.reason);
+                        closed_with.get_or_insert(close);
+                        close_within(&mut close_deadline);
+                    }
+                    Wrote::Overflow => {
+                        if let Some(traffic) = traffic {
+                            traffic.overflow();
+                        }
+                        let (code, reason) = OVERFLOW_CLOSE;
+                        tracing::warn!(parent: &span, "outbound queue full; closing the slow client");
+                        writer.close(code, reason);
                         closed_with.get_or_insert(CloseReason::new(code, reason));
-                        failing = true;
-                        close_deadline.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
-                        let error = Event::Error {
-                            id,
-                            error: error.to_string(),
-                            close: CloseReason::new(code, reason),
-                        };
-                        if events.send(error).await.is_err() {
+                        close_within(&mut close_deadline);
+                    }
+                    Wrote::Flushed => {
+                        if failing {
                             break;
                         }
                     }
-                }
-            }
-            wrote = std::future::poll_fn(|cx| writer.poll(&mut sink, &queue, traffic, cx)) => match wrote {
-                Wrote::Close(close) => {
-                    writer.close(close.code, &close.reason);
-                    closed_with.get_or_insert(close);
-                    close_deadline.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
-                }
-                Wrote::Overflow => {
-                    if let Some(traffic) = traffic {
-                        traffic.overflow();
-                    }
-                    let (code, reason) = OVERFLOW_CLOSE;
-                    tracing::warn!(parent: &span, "outbound queue full; closing the slow client");
-                    writer.close(code, reason);
-                    closed_with.get_or_insert(CloseReason::new(code, reason));
-                    close_deadline.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
-                }
-                Wrote::Flushed => {
-                    if failing {
+                    Wrote::Failed(error) => {
+                        tracing::debug!(parent: &span, %error, "write failed");
                         break;
                     }
-                }
-                Wrote::Failed(error) => {
-                    tracing::debug!(parent: &span, %error, "write failed");
-                    break;
-                }
-            },
-            due = std::future::poll_fn(|cx| keepalive.poll_due(cx)), if close_deadline.is_none() => match due {
-                Due::TimedOut => {
+                },
+                Step::Due(Due::TimedOut) => {
                     tracing::info!(parent: &span, "peer stopped answering; closing it");
-                    fail(&mut sink, IDLE_CLOSE.0, IDLE_CLOSE.1).await;
+                    Box::pin(fail(&mut ws, IDLE_CLOSE.0, IDLE_CLOSE.1)).await;
                     closed_with.get_or_insert(CloseReason::new(1006, IDLE_CLOSE.1));
                     break;
                 }
-                Due::Ping => writer.control(Message::Ping(Bytes::new())),
-            },
-            () = crate::deadline::sleep_until(close_deadline), if close_deadline.is_some() => {
-                tracing::debug!(parent: &span, "peer did not finish the closing handshake in time");
-                break;
+                Step::Due(Due::Ping) => writer.control(Message::Ping(Bytes::new())),
+                Step::CloseTimedOut => {
+                    tracing::debug!(parent: &span, "peer did not finish the closing handshake in time");
+                    break;
+                }
             }
         }
-    }
 
-    // A message that was waiting for queue room still precedes the close.
-    if let Some(send) = wait(&mut admission).await {
-        send();
+        // A message that was waiting for queue room still precedes the close.
+        if let Some(send) = wait(&mut admission).await {
+            send();
+        }
+        let dropped = queue.dropped();
+        if dropped > 0 {
+            tracing::info!(parent: &span, dropped, "slow client: oldest messages were dropped");
+        }
+        let CloseReason { code, reason } = closed_with.unwrap_or(CloseReason::new(1006, ""));
+        tracing::info!(parent: &span, code, reason, "closed");
+        let _ = events.send(Event::Closed { id, code, reason }).await;
     }
-    let dropped = queue.dropped();
-    if dropped > 0 {
-        tracing::info!(parent: &span, dropped, "slow client: oldest messages were dropped");
-    }
-    let CloseReason { code, reason } = closed_with.unwrap_or(CloseReason::new(1006, ""));
-    tracing::info!(parent: &span, code, reason, "closed");
-    let _ = events.send(Event::Closed { id, code, reason }).await;
 }
 
-/// The stream's next item, read only once the gate says reading can make progress (the
-/// task is woken for many other reasons, and an empty read is not free: see
-/// [`crate::socket`]).
-async fn next_message(
-    gate: &ReadGate,
-    stream: &mut SplitStream<WebSocketStream<Socket>>,
-) -> Option<Result<Message, WsError>> {
-    std::future::poll_fn(|cx| {
-        ready!(gate.poll_ready(cx));
-        stream.poll_next_unpin(cx)
-    })
-    .await
+/// What the connection task's poll found ready, in the order it polls (see the module
+/// docs).
+enum Step {
+    /// The message waiting for admission got it: the function that queues it, or
+    /// `None` if the controller is gone.
+    Admitted(Option<Box<dyn FnOnce() + Send>>),
+    /// The socket's next item (read only once the [`ReadGate`] says reading can make
+    /// progress: the task is woken for many other reasons, and an empty read is not
+    /// free, see [`crate::socket`]).
+    Read(Option<Result<Message, WsError>>),
+    /// The writer needs a decision.
+    Wrote(Wrote),
+    /// Keepalive: ping the peer, or give up on it.
+    Due(Due),
+    /// The closing handshake did not finish within [`CLOSE_TIMEOUT`].
+    CloseTimedOut,
+}
+
+/// Starts the closing handshake's deadline, unless it runs already.
+fn close_within(deadline: &mut Option<Pin<Box<Sleep>>>) {
+    if deadline.is_none() {
+        *deadline = Some(Box::pin(tokio::time::sleep(CLOSE_TIMEOUT)));
+    }
 }
 
 /// A message waiting for its slot and budget; resolves to the function that queues it,
@@ -323,13 +366,13 @@ enum Wrote {
     Failed(WsError),
 }
 
-/// The write half's state: the frame waiting for the sink to have room, and whether
-/// written frames still need a flush.
+/// The writing side's state: the frame waiting for the socket to have room, and
+/// whether written frames still need a flush.
 #[derive(Default)]
 struct Writer {
     /// A control frame (ping, close) to write before the next queued message.
     control: Option<Message>,
-    /// A frame taken from the queue, waiting for the sink to have room.
+    /// A frame taken from the queue, waiting for the socket to have room.
     pending: Option<Message>,
     /// Frames were written since the last flush.
     dirty: bool,
@@ -340,73 +383,72 @@ struct Writer {
 }
 
 impl Writer {
-    /// Writes the next frame (a control frame first, then the queue) as the sink allows,
-    /// flushing once the queue is empty, and counts the data messages written into
-    /// `traffic`. Ready only when the task must decide something.
+    /// Writes the next frames (a control frame first, then what the queue holds, taken
+    /// in one lock) as the socket allows, flushing once they are all written, and
+    /// counts the data messages written into `traffic`. Ready only when the task must
+    /// decide something.
     fn poll<S>(
         &mut self,
-        sink: &mut SplitSink<WebSocketStream<S>, Message>,
-        queue: &OutboundQueue,
+        ws: &mut WebSocketStream<S>,
+        queue: &mut OutboundQueue,
         traffic: Option<&Traffic>,
         cx: &mut Context<'_>,
     ) -> Poll<Wrote>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        // An overflow must be seen even while the socket is blocked: that is exactly
-        // when it happens.
-        if !self.closing && queue.poll_overflow(cx) {
+        // The queue's one lock per poll: an overflow must be seen even while the socket
+        // is blocked (that is exactly when it happens). What is taken and cannot be
+        // written goes back below.
+        if !self.closing && queue.poll_refill(cx) {
             return Poll::Ready(Wrote::Overflow);
         }
         loop {
             if self.pending.is_none() {
                 self.pending = self.control.take();
             }
-            if let Some(message) = self.pending.take() {
-                match sink.poll_ready_unpin(cx) {
-                    Poll::Pending => {
-                        self.pending = Some(message);
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(Err(error)) => return Poll::Ready(Wrote::Failed(error)),
-                    Poll::Ready(Ok(())) => {}
-                }
-                if let Some(traffic) = traffic
-                    && matches!(message, Message::Text(_) | Message::Binary(_))
-                {
-                    traffic.sent(payload_len(&message));
-                }
-                if let Err(error) = sink.start_send_unpin(message) {
-                    return Poll::Ready(Wrote::Failed(error));
-                }
-                self.dirty = true;
-                continue;
-            }
-            if !self.closing {
-                match queue.poll_next(cx) {
-                    Poll::Ready(Outbound::Message(message)) => {
-                        self.pending = Some(message);
-                        continue;
-                    }
-                    Poll::Ready(Outbound::Close(close)) => {
-                        return Poll::Ready(Wrote::Close(close));
-                    }
-                    Poll::Pending => {}
+            if self.pending.is_none() && !self.closing {
+                match queue.next() {
+                    Some(Outbound::Message(message)) => self.pending = Some(message),
+                    Some(Outbound::Close(close)) => return Poll::Ready(Wrote::Close(close)),
+                    None => {}
                 }
             }
-            if self.dirty {
-                match sink.poll_flush_unpin(cx) {
-                    Poll::Ready(Ok(())) => self.dirty = false,
-                    Poll::Ready(Err(error)) => return Poll::Ready(Wrote::Failed(error)),
-                    Poll::Pending => {}
+            let Some(message) = self.pending.take() else {
+                break;
+            };
+            match ws.poll_ready_unpin(cx) {
+                Poll::Pending => {
+                    self.pending = Some(message);
+                    // Back where the slow-client policy can drop them.
+                    queue.give_back();
+                    return Poll::Pending;
                 }
+                Poll::Ready(Err(error)) => return Poll::Ready(Wrote::Failed(error)),
+                Poll::Ready(Ok(())) => {}
             }
-            if self.closing && !self.dirty && !self.flushed {
-                self.flushed = true;
-                return Poll::Ready(Wrote::Flushed);
+            if let Some(traffic) = traffic
+                && matches!(message, Message::Text(_) | Message::Binary(_))
+            {
+                traffic.sent(payload_len(&message));
             }
-            return Poll::Pending;
+            if let Err(error) = ws.start_send_unpin(message) {
+                return Poll::Ready(Wrote::Failed(error));
+            }
+            self.dirty = true;
         }
+        if self.dirty {
+            match ws.poll_flush_unpin(cx) {
+                Poll::Ready(Ok(())) => self.dirty = false,
+                Poll::Ready(Err(error)) => return Poll::Ready(Wrote::Failed(error)),
+                Poll::Pending => {}
+            }
+        }
+        if self.closing && !self.dirty && !self.flushed {
+            self.flushed = true;
+            return Poll::Ready(Wrote::Flushed);
+        }
+        Poll::Pending
     }
 
     /// Writes `message` before anything else still queued.
@@ -534,11 +576,11 @@ impl Keepalive {
 
 /// Fails the connection: a best-effort close frame, given little time, since the peer
 /// may not be reading.
-async fn fail<S>(sink: &mut SplitSink<WebSocketStream<S>, Message>, code: u16, reason: &str)
+async fn fail<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &str)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let _ = tokio::time::timeout(FAIL_WRITE_TIMEOUT, sink.send(close_message(code, reason))).await;
+    let _ = tokio::time::timeout(FAIL_WRITE_TIMEOUT, ws.send(close_message(code, reason))).await;
 }
 
 fn close_message(code: u16, reason: &str) -> Message {

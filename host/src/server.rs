@@ -141,12 +141,6 @@ struct Upgraded<'a> {
     slots: (SocketSlot<'a>, RouteSlot<'a>, Registration<'a>),
 }
 
-/// How much tungstenite reads from a socket at a time. Its default, 128 KiB, is zeroed
-/// on every read (a third of the CPU time of small-message traffic, measured) and held
-/// by every idle connection; 8 KiB keeps both small, and a large message still arrives
-/// in as many reads as it needs.
-const READ_BUFFER_BYTES: usize = 8 * 1024;
-
 impl Server {
     /// Builds and loads every controller of `config`, starts their actors, and starts
     /// watching their files for hot reload.
@@ -325,19 +319,29 @@ impl Server {
         id: u64,
         span: tracing::Span,
     ) {
-        let Some(upgraded) = self.upgrade(tcp, peer, id).instrument(span.clone()).await else {
+        // Boxed: the handshake's state is as large as the connection's, and inline it
+        // would be part of the task (beside the connection's) for the connection's life.
+        let upgrade = Box::pin(self.upgrade(tcp, peer, id));
+        let Some(upgraded) = upgrade.instrument(span.clone()).await else {
             return;
         };
-        let Upgraded {
-            ws,
-            info,
-            controller,
-            queues,
-            limits,
-            meter,
-            slots,
-        } = upgraded;
-        connection::run(ws, Arc::new(info), controller, queues, limits, meter, span).await;
+        // In a block, so that what the connection takes is no part of this task's state
+        // beside the connection's own.
+        let (connection, slots) = {
+            let Upgraded {
+                ws,
+                info,
+                controller,
+                queues,
+                limits,
+                meter,
+                slots,
+            } = upgraded;
+            let info = Arc::new(info);
+            let connection = connection::run(ws, info, controller, queues, limits, meter, span);
+            (connection, slots)
+        };
+        connection.await;
         drop(slots);
     }
 
@@ -466,7 +470,7 @@ impl Server {
         let controller = controller.clone();
         drop(table);
         let ws_config = WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER_BYTES)
+            .read_buffer_size(crate::socket::READ_BUFFER_BYTES)
             .max_message_size(Some(limits.max_message_bytes))
             .max_frame_size(Some(limits.max_frame_bytes));
         let (socket, gate) = Socket::new(stream);

@@ -15,6 +15,15 @@
 //! read with `try_read`, which lacks that, and paid one extra syscall per message:
 //! strace counted 25,278 `recvfrom`, 12,539 of them `EAGAIN`, for 12,739 messages.)
 //!
+//! Reading ahead: tungstenite's read buffer is allocated with the connection and kept
+//! for its whole life, and it reads at most that buffer's size per `read`. A large
+//! buffer makes idle connections expensive (8 KiB of a 13.4 KiB idle connection); a
+//! small one alone would cost a syscall per kilobyte of a large message. So the buffer
+//! is small ([`READ_BUFFER_BYTES`]), and when a read fills it, the socket guesses that
+//! a burst is arriving: the next read takes up to [`READ_AHEAD_BYTES`] from the kernel
+//! at once into a buffer of the socket's own, which tungstenite's reads then drain, and
+//! which is released once drained. A quiet connection holds neither.
+//!
 //! The gate needs nothing of TCP: it relies only on `poll_read`'s contract (a pending
 //! read wakes the waker it was given when it can progress), which a TLS stream keeps
 //! too. [`Stream`] is an enum rather than a type parameter so that the handshake and
@@ -28,7 +37,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::task::AtomicWaker;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::future::Future;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -131,12 +142,31 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// The read buffer tungstenite is configured with (`WebSocketConfig::read_buffer_size`):
+/// what it allocates for every connection and keeps, and the most it reads at a time.
+/// It is zeroed before every read too (its default, 128 KiB, cost a third of the CPU
+/// time of small-message traffic, measured), so small is cheaper for small messages as
+/// well; bursts are read ahead instead (see the module docs).
+pub const READ_BUFFER_BYTES: usize = 1024;
+
+/// The most a read ahead takes from the kernel at once (see the module docs).
+pub const READ_AHEAD_BYTES: usize = 64 * 1024;
+
+/// A read that fills tungstenite's buffer and is at least this large starts a read
+/// ahead. (A smaller one was only limited by what is left of tungstenite's buffer.)
+const BURST_READ_BYTES: usize = READ_BUFFER_BYTES / 2;
+
 /// A client's connection whose reads report to a [`ReadGate`].
 pub struct Socket {
     stream: Stream,
     signal: Arc<ReadSignal>,
     /// `signal` as a waker, handed to tokio for every read (made once).
     waker: Waker,
+    /// Bytes read ahead and not yet handed to tungstenite; empty (no allocation) but
+    /// during a burst.
+    ahead: bytes::BytesMut,
+    /// The last read from the kernel filled what it was given: read ahead next time.
+    burst: bool,
 }
 
 /// Whether reading the socket's WebSocket stream can make progress.
@@ -183,6 +213,8 @@ impl Socket {
                 stream,
                 signal,
                 waker,
+                ahead: bytes::BytesMut::new(),
+                burst: false,
             },
             gate,
         )
@@ -221,16 +253,52 @@ impl AsyncRead for Socket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if !this.ahead.is_empty() {
+            this.hand_out(buf);
+            return Poll::Ready(Ok(()));
+        }
         // tokio's own read (which also knows that a short read emptied the socket, and
         // saves the `recv` that would say so), with a waker that records readiness
         // before it wakes the task.
         this.signal.task.register(cx.waker());
         this.signal.readable.store(false, Ordering::Release);
-        let read = Pin::new(&mut this.stream).poll_read(&mut Context::from_waker(&this.waker), buf);
+        let mut kernel = Context::from_waker(&this.waker);
+        let read = if this.burst {
+            // Released when drained; taken again (fresh) at the next burst.
+            this.ahead = bytes::BytesMut::with_capacity(READ_AHEAD_BYTES);
+            let read = std::pin::pin!(this.stream.read_buf(&mut this.ahead)).poll(&mut kernel);
+            this.burst = this.ahead.len() == READ_AHEAD_BYTES;
+            if read.is_ready() {
+                this.hand_out(buf);
+            } else {
+                this.ahead = bytes::BytesMut::new();
+            }
+            read.map_ok(drop)
+        } else {
+            let wanted = buf.remaining();
+            let read = Pin::new(&mut this.stream).poll_read(&mut kernel, buf);
+            this.burst = wanted >= BURST_READ_BYTES && read.is_ready() && buf.remaining() == 0;
+            read
+        };
         this.signal
             .drained
             .store(read.is_pending(), Ordering::Release);
         read
+    }
+}
+
+impl Socket {
+    /// Moves what was read ahead into `buf`, as much as fits; releases the read-ahead
+    /// buffer once it is drained.
+    fn hand_out(&mut self, buf: &mut ReadBuf<'_>) {
+        let n = self.ahead.len().min(buf.remaining());
+        buf.put_slice(&self.ahead[..n]);
+        bytes::Buf::advance(&mut self.ahead, n);
+        if self.ahead.is_empty() {
+            self.ahead = bytes::BytesMut::new();
+        }
+        // Reading can make progress until it is drained.
+        self.signal.drained.store(false, Ordering::Release);
     }
 }
 

@@ -216,6 +216,25 @@ mod tests {
     }
 
     #[test]
+    fn a_guest_message_becomes_a_frame_payload_without_a_copy() {
+        // As wasmtime lifts them (exact capacity), and with spare capacity.
+        let text = String::from("hello, world");
+        let at = text.as_ptr();
+        let Message::Text(text) = to_ws(WitMessage::Text(text)) else {
+            panic!("not text");
+        };
+        assert_eq!(text.as_str().as_ptr(), at, "the text was copied");
+
+        let mut data = Vec::with_capacity(64);
+        data.extend_from_slice(b"\x00\x01\x02");
+        let at = data.as_ptr();
+        let Message::Binary(data) = to_ws(WitMessage::Binary(data)) else {
+            panic!("not binary");
+        };
+        assert_eq!(data.as_ptr(), at, "the bytes were copied");
+    }
+
+    #[test]
     fn reasons_are_cut_at_a_character_boundary() {
         assert_eq!(truncate_at_char_boundary("short".into(), 123), "short");
         let long = "é".repeat(100); // 200 bytes

@@ -5,12 +5,18 @@
 //! slow-client policy (drop the oldest messages, or flag the queue as overflowed so the
 //! connection closes itself with 1008), or reports that the connection is gone. Close
 //! requests are never dropped and never refused for lack of room. The connection side
-//! polls [`OutboundQueue::poll_next`] from its own task; payloads are `Bytes`-backed
-//! tungstenite messages, so a broadcast queues one shared copy in every queue.
+//! takes everything queued at once, under one lock per poll of its writer
+//! ([`OutboundQueue::poll_refill`]), and then writes what it took one item at a time
+//! ([`OutboundQueue::next`]) without locking again. What it took still counts against
+//! the bounds until it is written, and what it could not write because the socket was
+//! full goes back to the front of the queue, where the `drop-oldest` policy can still
+//! drop it: taking in batches changes neither the bounds nor which messages a slow
+//! client loses. Payloads are `Bytes`-backed tungstenite messages, so a broadcast queues
+//! one shared copy in every queue.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 
 use tokio_tungstenite::tungstenite::Message;
 
@@ -46,7 +52,10 @@ struct Bounds {
 #[derive(Debug)]
 struct State {
     items: VecDeque<Outbound>,
-    /// Payload bytes of the queued messages.
+    /// Items the connection took (see [`OutboundQueue::poll_refill`]) and has not
+    /// reported written yet: they count against the message bound with `items`.
+    taken: usize,
+    /// Payload bytes of the queued messages, and of the taken ones not reported written.
     bytes: usize,
     /// Set by a push that did not fit under the `close` policy.
     overflowed: bool,
@@ -82,7 +91,17 @@ pub struct OutboundHandle {
 #[derive(Debug)]
 pub struct OutboundQueue {
     shared: Arc<Shared>,
+    /// Items taken from the queue in one lock, handed out by [`OutboundQueue::next`].
+    taken: VecDeque<Outbound>,
+    /// Items handed out since the last lock, and their payload bytes: reported written
+    /// (and so no longer counted) under the next lock.
+    written: usize,
+    written_bytes: usize,
 }
+
+/// A taken batch keeps its allocation for the next one up to this many items; a larger
+/// one (a burst) is released once written, so a quiet connection holds none.
+const KEPT_BATCH_CAPACITY: usize = 16;
 
 /// Makes a connection's outbound queue with the bounds and policy of `limits`.
 pub fn outbound_queue(limits: &Limits) -> (OutboundHandle, OutboundQueue) {
@@ -94,6 +113,7 @@ pub fn outbound_queue(limits: &Limits) -> (OutboundHandle, OutboundQueue) {
         },
         state: Mutex::new(State {
             items: VecDeque::new(),
+            taken: 0,
             bytes: 0,
             overflowed: false,
             overflow_taken: false,
@@ -106,7 +126,12 @@ pub fn outbound_queue(limits: &Limits) -> (OutboundHandle, OutboundQueue) {
         OutboundHandle {
             shared: shared.clone(),
         },
-        OutboundQueue { shared },
+        OutboundQueue {
+            shared,
+            taken: VecDeque::new(),
+            written: 0,
+            written_bytes: 0,
+        },
     )
 }
 
@@ -133,8 +158,8 @@ impl OutboundHandle {
             }
             let size = payload_len(message);
             let fits = |s: &State| {
-                s.items.is_empty()
-                    || (s.items.len() < bounds.messages && s.bytes + size <= bounds.bytes)
+                let queued = s.items.len() + s.taken;
+                queued == 0 || (queued < bounds.messages && s.bytes + size <= bounds.bytes)
             };
             if !fits(&state) {
                 match bounds.policy {
@@ -190,36 +215,62 @@ fn wake(state: &mut State) {
 }
 
 impl OutboundQueue {
-    /// The next item, in push order, or `Pending` (with the task's waker kept) while
-    /// there is none. Overflows are reported by [`OutboundQueue::poll_overflow`].
-    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Outbound> {
-        let mut state = self.shared.lock();
-        match state.items.pop_front() {
-            Some(item) => {
-                if let Outbound::Message(message) = &item {
-                    state.bytes -= payload_len(message);
-                }
-                Poll::Ready(item)
-            }
-            None => {
-                register(&mut state, cx);
-                Poll::Pending
-            }
-        }
-    }
-
-    /// Whether the queue overflowed under the `close` policy (reported once): the
-    /// connection must close the slow client. Registers the task's waker either way, so
-    /// that an overflow wakes a connection that is waiting on its socket rather than on
-    /// the queue.
-    pub fn poll_overflow(&self, cx: &mut Context<'_>) -> bool {
-        let mut state = self.shared.lock();
+    /// The writer's one lock per poll. Reports an overflow under the `close` policy
+    /// (once; the connection must then close the slow client, and `true` is returned
+    /// without taking anything). Otherwise registers the task's waker, so that the next
+    /// push (or an overflow, while the task waits on its socket rather than on the
+    /// queue) wakes it, and, when nothing taken is left, takes every queued item for
+    /// [`OutboundQueue::next`]. Items handed out since the last lock are counted as
+    /// written.
+    pub fn poll_refill(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut state = lock_reporting(&self.shared, &mut self.written, &mut self.written_bytes);
         if state.overflowed && !state.overflow_taken {
             state.overflow_taken = true;
             return true;
         }
         register(&mut state, cx);
+        if self.taken.is_empty() && !state.items.is_empty() {
+            if self.taken.capacity() > KEPT_BATCH_CAPACITY {
+                // The batch before was a burst: the queue gets a fresh buffer rather
+                // than holding that one's capacity.
+                self.taken = VecDeque::new();
+            }
+            // The queue gets the writer's empty buffer: neither side allocates.
+            std::mem::swap(&mut state.items, &mut self.taken);
+            state.taken += self.taken.len();
+        }
         false
+    }
+
+    /// The next taken item, in push order, without locking; `None` once the batch
+    /// taken by [`OutboundQueue::poll_refill`] is all handed out.
+    pub fn next(&mut self) -> Option<Outbound> {
+        let item = self.taken.pop_front()?;
+        self.written += 1;
+        if let Outbound::Message(message) = &item {
+            self.written_bytes += payload_len(message);
+        }
+        if self.taken.is_empty() && self.taken.capacity() > KEPT_BATCH_CAPACITY {
+            self.taken = VecDeque::new();
+        }
+        Some(item)
+    }
+
+    /// Puts the taken items not handed out back at the front of the queue (the socket
+    /// is full, and the `drop-oldest` policy must be able to drop them meanwhile).
+    pub fn give_back(&mut self) {
+        if self.taken.is_empty() {
+            return;
+        }
+        let mut state = lock_reporting(&self.shared, &mut self.written, &mut self.written_bytes);
+        state.taken -= self.taken.len();
+        if state.items.is_empty() {
+            std::mem::swap(&mut state.items, &mut self.taken);
+        } else {
+            while let Some(item) = self.taken.pop_back() {
+                state.items.push_front(item);
+            }
+        }
     }
 
     /// Messages the `drop-oldest` policy dropped so far.
@@ -228,11 +279,25 @@ impl OutboundQueue {
     }
 }
 
+/// Locks `shared`, and stops counting the `written` items (`written_bytes` of payload)
+/// the connection handed out since its last lock.
+fn lock_reporting<'a>(
+    shared: &'a Shared,
+    written: &mut usize,
+    written_bytes: &mut usize,
+) -> MutexGuard<'a, State> {
+    let mut state = shared.lock();
+    state.taken -= std::mem::take(written);
+    state.bytes -= std::mem::take(written_bytes);
+    state
+}
+
 impl Drop for OutboundQueue {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.gone = true;
         state.items.clear();
+        state.taken = 0;
         state.bytes = 0;
     }
 }
@@ -256,24 +321,29 @@ mod tests {
         Outbound::Message(Message::text(s))
     }
 
-    fn drain(queue: &OutboundQueue) -> Vec<String> {
+    fn drain(queue: &mut OutboundQueue) -> Vec<String> {
         let mut cx = Context::from_waker(Waker::noop());
         let mut out = Vec::new();
-        if queue.poll_overflow(&mut cx) {
+        if queue.poll_refill(&mut cx) {
             out.push("overflow".to_owned());
+            assert!(!queue.poll_refill(&mut cx), "reported twice");
         }
-        while let Poll::Ready(next) = queue.poll_next(&mut cx) {
-            out.push(match next {
-                Outbound::Message(m) => m.into_text().unwrap().to_string(),
-                Outbound::Close(close) => format!("close {}", close.code),
-            });
+        while let Some(next) = queue.next() {
+            out.push(show(next));
         }
         out
     }
 
+    fn show(item: Outbound) -> String {
+        match item {
+            Outbound::Message(m) => m.into_text().unwrap().to_string(),
+            Outbound::Close(close) => format!("close {}", close.code),
+        }
+    }
+
     #[test]
     fn the_close_policy_flags_an_overflow_and_keeps_what_fit() {
-        let (handle, queue) = outbound_queue(&limits(2, 1 << 20, SlowClient::Close));
+        let (handle, mut queue) = outbound_queue(&limits(2, 1 << 20, SlowClient::Close));
         assert_eq!(handle.push(text("a")), Ok(()));
         assert_eq!(handle.push(text("b")), Ok(()));
         assert_eq!(handle.push(text("c")), Err(QueueError::Full));
@@ -282,20 +352,20 @@ mod tests {
             handle.push(Outbound::Close(CloseReason::new(1000, ""))),
             Ok(())
         );
-        assert_eq!(drain(&queue), ["overflow", "a", "b", "close 1000"]);
+        assert_eq!(drain(&mut queue), ["overflow", "a", "b", "close 1000"]);
     }
 
     #[test]
     fn the_byte_bound_counts_payloads_but_admits_one_big_message() {
-        let (handle, queue) = outbound_queue(&limits(100, 4, SlowClient::Close));
+        let (handle, mut queue) = outbound_queue(&limits(100, 4, SlowClient::Close));
         assert_eq!(handle.push(text("too big for the bound")), Ok(()));
         assert_eq!(handle.push(text("x")), Err(QueueError::Full));
-        assert_eq!(drain(&queue), ["overflow", "too big for the bound"]);
+        assert_eq!(drain(&mut queue), ["overflow", "too big for the bound"]);
     }
 
     #[test]
     fn drop_oldest_keeps_the_newest_and_every_close() {
-        let (handle, queue) = outbound_queue(&limits(3, 1 << 20, SlowClient::DropOldest));
+        let (handle, mut queue) = outbound_queue(&limits(3, 1 << 20, SlowClient::DropOldest));
         handle.push(text("1")).unwrap();
         handle
             .push(Outbound::Close(CloseReason::new(4000, "")))
@@ -304,7 +374,7 @@ mod tests {
             handle.push(text(m)).unwrap();
         }
         assert_eq!(queue.dropped(), 2);
-        assert_eq!(drain(&queue), ["close 4000", "3", "4"]);
+        assert_eq!(drain(&mut queue), ["close 4000", "3", "4"]);
     }
 
     #[test]
@@ -316,5 +386,48 @@ mod tests {
             handle.push(Outbound::Close(CloseReason::new(1000, ""))),
             Err(QueueError::Closed)
         );
+    }
+
+    #[test]
+    fn taken_items_count_against_the_bounds_until_written() {
+        let (handle, mut queue) = outbound_queue(&limits(2, 1 << 20, SlowClient::Close));
+        let mut cx = Context::from_waker(Waker::noop());
+        handle.push(text("a")).unwrap();
+        handle.push(text("b")).unwrap();
+        assert!(!queue.poll_refill(&mut cx));
+        // Taken, not written: the queue is still full.
+        assert_eq!(handle.push(text("c")), Err(QueueError::Full));
+        assert_eq!(drain(&mut queue), ["overflow", "a", "b"]);
+    }
+
+    #[test]
+    fn written_items_free_their_place_at_the_next_lock() {
+        let (handle, mut queue) = outbound_queue(&limits(2, 1 << 20, SlowClient::Close));
+        let mut cx = Context::from_waker(Waker::noop());
+        handle.push(text("a")).unwrap();
+        handle.push(text("b")).unwrap();
+        assert!(!queue.poll_refill(&mut cx));
+        assert_eq!(queue.next().map(show).as_deref(), Some("a"));
+        assert_eq!(queue.next().map(show).as_deref(), Some("b"));
+        assert!(!queue.poll_refill(&mut cx));
+        handle.push(text("c")).unwrap();
+        handle.push(text("d")).unwrap();
+        assert_eq!(drain(&mut queue), ["c", "d"]);
+    }
+
+    #[test]
+    fn items_given_back_go_first_and_drop_oldest_can_drop_them() {
+        let (handle, mut queue) = outbound_queue(&limits(2, 1 << 20, SlowClient::DropOldest));
+        let mut cx = Context::from_waker(Waker::noop());
+        handle.push(text("1")).unwrap();
+        handle.push(text("2")).unwrap();
+        assert!(!queue.poll_refill(&mut cx));
+        assert_eq!(queue.next().map(show).as_deref(), Some("1"));
+        // The socket is full: "2" goes back before "3", and "4" drops it.
+        queue.give_back();
+        handle.push(text("3")).unwrap();
+        handle.push(text("4")).unwrap();
+        assert_eq!(queue.dropped(), 1);
+        assert_eq!(drain(&mut queue), ["3", "4"]);
     }
 }

@@ -502,7 +502,7 @@ mod tests {
         let mut cx = std::task::Context::from_waker(&waker);
         let mut out = Vec::new();
         assert!(!queue.poll_refill(&mut cx), "overflowed");
-        while let Some(item) = queue.next() {
+        while let Some(item) = queue.next_taken() {
             match item {
                 Outbound::Message(m) => out.push(m.to_text().unwrap().to_owned()),
                 Outbound::Close(_) => out.push("close".to_owned()),

@@ -7,7 +7,7 @@
 //! requests are never dropped and never refused for lack of room. The connection side
 //! takes everything queued at once, under one lock per poll of its writer
 //! ([`OutboundQueue::poll_refill`]), and then writes what it took one item at a time
-//! ([`OutboundQueue::next`]) without locking again. What it took still counts against
+//! ([`OutboundQueue::next_taken`]) without locking again. What it took still counts against
 //! the bounds until it is written, and what it could not write because the socket was
 //! full goes back to the front of the queue, where the `drop-oldest` policy can still
 //! drop it: taking in batches changes neither the bounds nor which messages a slow
@@ -91,7 +91,7 @@ pub struct OutboundHandle {
 #[derive(Debug)]
 pub struct OutboundQueue {
     shared: Arc<Shared>,
-    /// Items taken from the queue in one lock, handed out by [`OutboundQueue::next`].
+    /// Items taken from the queue in one lock, handed out by [`OutboundQueue::next_taken`].
     taken: VecDeque<Outbound>,
     /// Items handed out since the last lock, and their payload bytes: reported written
     /// (and so no longer counted) under the next lock.
@@ -220,7 +220,7 @@ impl OutboundQueue {
     /// without taking anything). Otherwise registers the task's waker, so that the next
     /// push (or an overflow, while the task waits on its socket rather than on the
     /// queue) wakes it, and, when nothing taken is left, takes every queued item for
-    /// [`OutboundQueue::next`]. Items handed out since the last lock are counted as
+    /// [`OutboundQueue::next_taken`]. Items handed out since the last lock are counted as
     /// written.
     pub fn poll_refill(&mut self, cx: &mut Context<'_>) -> bool {
         let mut state = lock_reporting(&self.shared, &mut self.written, &mut self.written_bytes);
@@ -244,7 +244,7 @@ impl OutboundQueue {
 
     /// The next taken item, in push order, without locking; `None` once the batch
     /// taken by [`OutboundQueue::poll_refill`] is all handed out.
-    pub fn next(&mut self) -> Option<Outbound> {
+    pub fn next_taken(&mut self) -> Option<Outbound> {
         let item = self.taken.pop_front()?;
         self.written += 1;
         if let Outbound::Message(message) = &item {
@@ -328,7 +328,7 @@ mod tests {
             out.push("overflow".to_owned());
             assert!(!queue.poll_refill(&mut cx), "reported twice");
         }
-        while let Some(next) = queue.next() {
+        while let Some(next) = queue.next_taken() {
             out.push(show(next));
         }
         out
@@ -407,8 +407,8 @@ mod tests {
         handle.push(text("a")).unwrap();
         handle.push(text("b")).unwrap();
         assert!(!queue.poll_refill(&mut cx));
-        assert_eq!(queue.next().map(show).as_deref(), Some("a"));
-        assert_eq!(queue.next().map(show).as_deref(), Some("b"));
+        assert_eq!(queue.next_taken().map(show).as_deref(), Some("a"));
+        assert_eq!(queue.next_taken().map(show).as_deref(), Some("b"));
         assert!(!queue.poll_refill(&mut cx));
         handle.push(text("c")).unwrap();
         handle.push(text("d")).unwrap();
@@ -422,7 +422,7 @@ mod tests {
         handle.push(text("1")).unwrap();
         handle.push(text("2")).unwrap();
         assert!(!queue.poll_refill(&mut cx));
-        assert_eq!(queue.next().map(show).as_deref(), Some("1"));
+        assert_eq!(queue.next_taken().map(show).as_deref(), Some("1"));
         // The socket is full: "2" goes back before "3", and "4" drops it.
         queue.give_back();
         handle.push(text("3")).unwrap();

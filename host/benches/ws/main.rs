@@ -33,7 +33,8 @@
 //! measured beside this tree's in the same runs — (a) and (b) in both settings with CPU
 //! per message, (e), and its instructions per message — in rows named `wshost (LABEL)`,
 //! to A/B a change against, say, main's release build. Single-figure modes for
-//! profiling: `--load ADDR PATH CONNS SECS`, `--load-broadcast ADDR`, `--load-fanout
+//! profiling: `--load ADDR PATH CONNS SECS`, `--load-stream ADDR PATH SECS`,
+//! `--load-broadcast ADDR`, `--load-fanout
 //! ADDR[,ADDR...] SECS` against running servers; `--native-echo` and `--rung NAME
 //! [ECHO_WASM]` serve one echo.
 //!
@@ -84,6 +85,21 @@ fn main() -> Result<()> {
             None,
         ))?;
         println!("{result:?}");
+        return Ok(());
+    }
+    if let Some(i) = args.iter().position(|a| a == "--load-stream") {
+        // `--load-stream ADDR PATH SECS`: only figure (c) against a running server.
+        let arg = |k: usize| args.get(i + k).context("--load-stream ADDR PATH SECS");
+        let (addr, path, secs) = (arg(1)?.parse()?, arg(2)?.clone(), arg(3)?.parse()?);
+        let runtime = tokio::runtime::Runtime::new()?;
+        let rate = runtime.block_on(load::stream(
+            addr,
+            &path,
+            1 << 20,
+            4,
+            Duration::from_secs(secs),
+        ))?;
+        println!("{rate:.0} MB/s");
         return Ok(());
     }
     if let Some(i) = args.iter().position(|a| a == "--load-broadcast") {

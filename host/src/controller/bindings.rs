@@ -14,6 +14,7 @@ mod generated {
         path: "../wit",
         world: "controller",
         exports: { default: async },
+        ownership: Borrowing { duplicate_if_necessary: true },
     });
 }
 
@@ -22,6 +23,7 @@ mod full {
         path: "../wit",
         world: "controller-full",
         exports: { default: async },
+        ownership: Borrowing { duplicate_if_necessary: true },
         with: {
             "wshost:controller/types": super::generated::wshost::controller::types,
             "wshost:controller/host": super::generated::wshost::controller::host,
@@ -52,7 +54,7 @@ pub(crate) use generated::wshost::controller::topics::{
     add_to_linker as add_topics_to_linker,
 };
 pub(crate) use generated::wshost::controller::types::{
-    ConnectionInfo as WitConnectionInfo, Host as TypesHost, LogLevel, Message as WitMessage,
-    SendError,
+    ConnectionInfo as WitConnectionInfo, Host as TypesHost, LogLevel,
+    MessageParam as WitMessageRef, MessageResult as WitMessage, SendError,
 };
 pub(crate) use generated::{Controller, ControllerPre};

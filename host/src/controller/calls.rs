@@ -32,11 +32,11 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::{Bytes, Message};
+use tokio_tungstenite::tungstenite::Message;
 use wasmtime::Store;
 
-use super::bindings::{HandshakeRequest, HandshakeResponse, WitMessage};
-use super::component::{Instance, Loaded};
+use super::bindings::{HandshakeRequest, HandshakeResponse, WitMessageRef};
+use super::component::{Instance, Loaded, pairs};
 use super::engine::Runtime;
 use super::store::{ConnEntry, HostState, end_call, start_call};
 use super::{ConnectionId, ConnectionInfo, Event, Outbound, Reload};
@@ -62,7 +62,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 enum Call {
     FirstOpen(ConnectionId),
     Open(ConnectionId),
-    Message(ConnectionId, WitMessage),
+    /// A data message, lent to the guest as it came off the socket.
+    Message(ConnectionId, Message),
     Error(ConnectionId, String),
     Close(ConnectionId, u16, String),
     LastClose(ConnectionId),
@@ -222,7 +223,7 @@ impl Core {
             Some(entry) if entry.closing => return Ok(()),
             Some(_) => {}
         }
-        if let Some(message) = wit_message(message) {
+        if is_data(&message) {
             self.count_message(MessagePath::Inline);
             self.call(Call::Message(id, message)).await;
         }
@@ -287,9 +288,9 @@ impl Core {
                 if conns.get(&id).is_none_or(|e| e.closing) {
                     return;
                 }
-                let Some(message) = wit_message(message) else {
+                if !is_data(&message) {
                     return;
-                };
+                }
                 // The controller took it: its place is free again.
                 drop(budget);
                 self.count_message(MessagePath::Queued);
@@ -348,7 +349,14 @@ impl Core {
         let lifecycle = self.instance.lifecycle.as_ref();
         let result = match &call {
             Call::Open(id) => guest.call_on_open(store, *id).await,
-            Call::Message(id, msg) => guest.call_on_message(store, *id, msg).await,
+            Call::Message(id, msg) => {
+                let msg = match msg {
+                    Message::Text(text) => WitMessageRef::Text(text.as_str()),
+                    Message::Binary(data) => WitMessageRef::Binary(data),
+                    _ => unreachable!("only data messages are called with"),
+                };
+                guest.call_on_message(store, *id, msg).await
+            }
             Call::Error(id, error) => guest.call_on_error(store, *id, error).await,
             Call::Close(id, code, reason) => guest.call_on_close(store, *id, *code, reason).await,
             Call::FirstOpen(id) => match lifecycle {
@@ -419,17 +427,19 @@ impl Core {
         if self.instance.handshake.is_none() {
             return Ok(info.attributes);
         }
+        let headers = pairs(&info.headers);
+        let attributes = pairs(info.attributes.as_slice());
         let request = HandshakeRequest {
-            path: info.path.clone(),
-            query: info.query.clone(),
-            headers: info.headers.clone(),
-            remote_addr: info.remote_addr.clone(),
-            protocol: info.protocol.clone(),
-            attributes: info.attributes.as_slice().to_vec(),
+            path: &info.path,
+            query: &info.query,
+            headers: &headers,
+            remote_addr: &info.remote_addr,
+            protocol: info.protocol.as_deref(),
+            attributes: &attributes,
         };
         let started = start_call(&mut self.store, self.loaded.sandbox.call_deadline);
         let hook = self.instance.handshake.as_ref().expect("checked above");
-        let result = hook.call_on_handshake(&mut self.store, &request).await;
+        let result = hook.call_on_handshake(&mut self.store, request).await;
         end_call(&mut self.store);
         if self.meter.is_some() {
             self.observe_call("on-handshake", started);
@@ -533,27 +543,12 @@ impl Core {
     }
 }
 
-/// A data message as the guest takes it (`None` for a control frame, which never comes
-/// here).
-///
-/// No copy when the frame owns its buffer alone: `Vec::from(Bytes)` takes over a
-/// unique buffer and copies only a shared one (e.g. a small message that still shares
-/// tungstenite's read buffer), which is the copy the guest needs anyway.
-fn wit_message(message: Message) -> Option<WitMessage> {
-    match message {
-        Message::Text(text) => {
-            let bytes = Vec::from(Bytes::from(text));
-            // SAFETY: the bytes come from a `Utf8Bytes`, which tungstenite only makes
-            // from text it checked is UTF-8 (a frame that is not is a protocol error,
-            // 1007, and never becomes a `Message::Text`); moving them out of the
-            // `Bytes` neither changes nor cuts them.
-            Some(WitMessage::Text(unsafe {
-                String::from_utf8_unchecked(bytes)
-            }))
-        }
-        Message::Binary(data) => Some(WitMessage::Binary(Vec::from(data))),
-        _ => None,
-    }
+/// Whether `message` is a data message, the only kind `on-message` takes (control frames
+/// never come here). It is lent to the guest as it came off the socket: wasmtime copies
+/// the payload straight from the frame into guest memory, with no owned `String` or
+/// `Vec` made for it on the way.
+fn is_data(message: &Message) -> bool {
+    matches!(message, Message::Text(_) | Message::Binary(_))
 }
 
 /// The handles of controller `name`'s series, if the server keeps metrics.

@@ -28,22 +28,24 @@ const LIFECYCLE: &str = "wshost:controller/lifecycle@0.2.0";
 const TIMER_HANDLER: &str = "wshost:controller/timer-handler@0.2.0";
 const STATE: &str = "wshost:controller/state@0.2.0";
 
-/// What `init` receives.
+/// What `init` receives (lent to the call as the bindings' borrowing `ServerParams`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct InitArgs {
     pub(crate) config: Vec<(String, String)>,
-    pub(crate) params: ServerParams,
+    /// `server-params.listen`.
+    pub(crate) listen: String,
+    /// `server-params.controller`.
+    pub(crate) controller: String,
+    /// `server-params.routes`.
+    pub(crate) routes: Vec<(String, String)>,
 }
 
-impl Default for ServerParams {
-    fn default() -> Self {
-        Self {
-            listen: String::new(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            controller: String::new(),
-            routes: Vec::new(),
-        }
-    }
+/// String pairs as the bindings lend them to a call.
+pub(crate) fn pairs(owned: &[(String, String)]) -> Vec<(&str, &str)> {
+    owned
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect()
 }
 
 /// A controller compiled and linked, ready to instantiate.
@@ -153,9 +155,17 @@ impl Loaded {
                 .transpose()?,
         };
         if let Some(lifecycle) = &instance.lifecycle {
+            let init = &self.init;
+            let routes = pairs(&init.routes);
+            let params = ServerParams {
+                listen: &init.listen,
+                version: env!("CARGO_PKG_VERSION"),
+                controller: &init.controller,
+                routes: &routes,
+            };
             start_call(store, self.sandbox.call_deadline);
             let result = lifecycle
-                .call_init(&mut *store, &self.init.config, &self.init.params)
+                .call_init(&mut *store, &pairs(&init.config), params)
                 .await;
             end_call(store);
             if let Err(why) = result? {

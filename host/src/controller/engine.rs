@@ -14,7 +14,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Cache, CacheConfig, Config, Engine, Store};
 
-use super::bindings::{self, ControllerPre, ServerParams};
+use super::bindings::{self, ControllerPre};
 use super::build_step::{self, BuildError};
 use super::component::{InitArgs, Loaded, WIT_PACKAGE, WIT_VERSION, wit_version_mismatch};
 use super::store::HostState;
@@ -249,12 +249,9 @@ impl Runtime {
         );
         let init = InitArgs {
             config: spec.config.clone(),
-            params: ServerParams {
-                listen: self.listen.clone(),
-                controller: spec.name.clone(),
-                routes: spec.routes.clone(),
-                ..ServerParams::default()
-            },
+            listen: self.listen.clone(),
+            controller: spec.name.clone(),
+            routes: spec.routes.clone(),
         };
         let loaded = Loaded::new(
             name,

@@ -234,6 +234,9 @@ pub fn run(
                     }
                     Wrote::Flushed => {
                         if failing {
+                            // Boxed: a rare path's state would otherwise be part of
+                            // every connection's task.
+                            Box::pin(linger(ws.get_mut())).await;
                             break;
                         }
                     }
@@ -573,6 +576,32 @@ impl Keepalive {
             return Poll::Ready(Due::Ping);
         }
     }
+}
+
+/// The most [`linger`] reads and drops.
+const LINGER_BYTES: usize = 1 << 20;
+
+/// After failing a connection whose close frame is out: half-closes the socket and
+/// reads (and drops) what the peer still sends until it closes its side too, for at
+/// most [`FAIL_WRITE_TIMEOUT`] and [`LINGER_BYTES`]. Dropping a socket with unread bytes
+/// (the rest of a message over the size limit, say) makes the kernel answer with a
+/// reset, which can destroy the close frame before the peer has read it.
+async fn linger(socket: &mut Socket) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let drain = async {
+        if socket.shutdown().await.is_err() {
+            return;
+        }
+        let mut buf = vec![0; 16 * 1024];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(FAIL_WRITE_TIMEOUT, drain).await;
 }
 
 /// Fails the connection: a best-effort close frame, given little time, since the peer

@@ -91,6 +91,9 @@ pub fn run(
     span: tracing::Span,
 ) -> impl Future<Output = ()> + Send {
     async move {
+        // This task polls its writer before it waits, so the replies a controller called
+        // on it (inline) queues need not wake it.
+        queue.claim();
         let traffic = meter.as_ref().map(ConnMeter::traffic);
         let id = info.id;
         let events = controller.events().clone();

@@ -225,7 +225,7 @@ impl Core {
         }
         if is_data(&message) {
             self.count_message(MessagePath::Inline);
-            self.call(Call::Message(id, message)).await;
+            self.call_instance(Call::Message(id, message)).await;
         }
         Ok(())
     }
@@ -338,6 +338,12 @@ impl Core {
     /// broken is replaced first.
     async fn call(&mut self, call: Call) {
         self.ensure_instance().await;
+        self.call_instance(call).await;
+    }
+
+    /// [`Core::call`] on an instance known to be usable. Its future holds no instance
+    /// replacement, which keeps the inline path's future (boxed per message) small.
+    async fn call_instance(&mut self, call: Call) {
         let deadline = call
             .connection()
             .and_then(|id| self.store.data().conns.get(&id))

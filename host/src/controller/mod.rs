@@ -238,8 +238,8 @@ impl ControllerHandle {
         let Some(Ok(mut core)) = self.shared.core.get().map(tokio::sync::Mutex::try_lock) else {
             return Err(message);
         };
-        // Boxed: the call's state (wasmtime's async call) is over 2 KiB, and inline it
-        // would be part of every connection's task, idle or not, for its whole life.
+        // Boxed: the call's state (wasmtime's async call, about 700 bytes) would otherwise
+        // be part of every connection's task, idle or not, for its whole life.
         let handled = Box::pin(core.message_inline(id, message)).await;
         if core.wants_actor() {
             self.shared.wake.notify_one();

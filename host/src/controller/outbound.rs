@@ -13,6 +13,11 @@
 //! drop it: taking in batches changes neither the bounds nor which messages a slow
 //! client loses. Payloads are `Bytes`-backed tungstenite messages, so a broadcast queues
 //! one shared copy in every queue.
+//!
+//! A push wakes the connection task, except when the connection task pushes itself (a
+//! controller called on the connection's own task replies to it, see
+//! [`crate::controller::ControllerHandle::call_inline`]): that task polls its writer before
+//! it waits again, and waking it would only poll it once more for nothing.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -67,6 +72,8 @@ struct State {
     dropped: u64,
     /// The connection task, waiting for an item.
     waker: Option<Waker>,
+    /// The connection task's id, once it claimed the queue: its own pushes wake nobody.
+    owner: Option<tokio::task::Id>,
 }
 
 #[derive(Debug)]
@@ -120,6 +127,7 @@ pub fn outbound_queue(limits: &Limits) -> (OutboundHandle, OutboundQueue) {
             gone: false,
             dropped: 0,
             waker: None,
+            owner: None,
         }),
     });
     (
@@ -165,7 +173,7 @@ impl OutboundHandle {
                 match bounds.policy {
                     SlowClient::Close => {
                         state.overflowed = true;
-                        wake(&mut state);
+                        wake_unless_own(&mut state);
                         return Err(QueueError::Full);
                     }
                     SlowClient::DropOldest => {
@@ -188,7 +196,7 @@ impl OutboundHandle {
             state.bytes += size;
         }
         state.items.push_back(item);
-        wake(&mut state);
+        wake_unless_own(&mut state);
         Ok(())
     }
 
@@ -214,7 +222,21 @@ fn wake(state: &mut State) {
     }
 }
 
+/// Wakes the connection task unless it is the one pushing (see the module docs); its
+/// waker then stays registered.
+fn wake_unless_own(state: &mut State) {
+    if state.owner.is_none() || state.owner != tokio::task::try_id() {
+        wake(state);
+    }
+}
+
 impl OutboundQueue {
+    /// Marks the calling task as the queue's connection task, which polls the writer
+    /// before it waits: what it pushes itself does not wake it (see the module docs).
+    pub fn claim(&self) {
+        self.shared.lock().owner = tokio::task::try_id();
+    }
+
     /// The writer's one lock per poll. Reports an overflow under the `close` policy
     /// (once; the connection must then close the slow client, and `true` is returned
     /// without taking anything). Otherwise registers the task's waker, so that the next
@@ -429,5 +451,44 @@ mod tests {
         handle.push(text("4")).unwrap();
         assert_eq!(queue.dropped(), 1);
         assert_eq!(drain(&mut queue), ["3", "4"]);
+    }
+
+    /// A waker that counts its wakes.
+    struct Counter(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_connection_tasks_own_pushes_do_not_wake_it_and_others_do() {
+        // A spawned task, as a connection's is (the test's body has no task id).
+        tokio::spawn(own_pushes_do_not_wake()).await.unwrap();
+    }
+
+    async fn own_pushes_do_not_wake() {
+        let (handle, mut queue) = outbound_queue(&limits(8, 1 << 20, SlowClient::Close));
+        let wakes = Arc::new(Counter(0.into()));
+        let count = |w: &Counter| w.0.load(std::sync::atomic::Ordering::SeqCst);
+        let waker = Waker::from(wakes.clone());
+        // This task is the connection task.
+        queue.claim();
+        assert!(!queue.poll_refill(&mut Context::from_waker(&waker)));
+        handle.push(text("own")).unwrap();
+        assert_eq!(count(&wakes), 0, "its own push woke the connection task");
+        // Another task's push wakes it, and its waker stayed registered for that.
+        let other = handle.clone();
+        tokio::spawn(async move { other.push(text("other")).unwrap() })
+            .await
+            .unwrap();
+        assert_eq!(count(&wakes), 1);
+        assert_eq!(drain(&mut queue), ["own", "other"]);
+        // Before the queue is claimed, every push wakes.
+        let (handle, mut queue) = outbound_queue(&limits(8, 1 << 20, SlowClient::Close));
+        assert!(!queue.poll_refill(&mut Context::from_waker(&waker)));
+        handle.push(text("unclaimed")).unwrap();
+        assert_eq!(count(&wakes), 2);
     }
 }

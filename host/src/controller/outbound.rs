@@ -223,11 +223,13 @@ fn wake(state: &mut State) {
 }
 
 /// Wakes the connection task unless it is the one pushing (see the module docs); its
-/// waker then stays registered.
+/// waker then stays registered. Asks for the current task only when there is a waker to
+/// wake: a fan-out pushes many messages into queues whose task is already woken.
 fn wake_unless_own(state: &mut State) {
-    if state.owner.is_none() || state.owner != tokio::task::try_id() {
-        wake(state);
+    if state.waker.is_none() || (state.owner.is_some() && state.owner == tokio::task::try_id()) {
+        return;
     }
+    wake(state);
 }
 
 impl OutboundQueue {
